@@ -1,0 +1,533 @@
+//! Configuration: `config/default.toml` (embedded in the binary), an optional
+//! `--config FILE` layered on top, then `KPISTREAM__SECTION__KEY` environment
+//! variables. [`RawSettings`] is what the file says; [`Settings::from_raw`]
+//! validates it into the runtime types, with errors that name the key.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::event::ParseOptions;
+
+/// The shipped defaults, also the base layer of every configuration.
+pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
+
+/// Microseconds in a second.
+pub const SECOND: i64 = 1_000_000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("configuration: {0}")]
+    Load(#[from] config::ConfigError),
+    #[error("configuration key `{key}`: {problem}")]
+    Invalid { key: String, problem: String },
+}
+
+fn invalid(key: impl Into<String>, problem: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.into(),
+        problem: problem.into(),
+    }
+}
+
+/// The configuration file as written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSettings {
+    /// `event`: T is the largest applied `occurred_at`; `wall`: the system clock.
+    pub clock: String,
+    /// Path of a JSON object mapping rep id to team id; merged over `teams`.
+    pub teams_file: String,
+    /// Inline rep id to team id map.
+    #[serde(default)]
+    pub teams: BTreeMap<String, String>,
+    pub windows: RawWindows,
+    pub pipeline: RawPipeline,
+    pub meetings: RawMeetings,
+    pub dedup: RawDedup,
+    pub currency: RawCurrency,
+    pub limits: RawLimits,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawWindows {
+    /// Sliding windows as `LENGTH/GRANULARITY`, e.g. `7d/1h`.
+    pub sliding: Vec<String>,
+    /// Calendar windows: `mtd`, `qtd`.
+    pub calendar: Vec<String>,
+    /// IANA time zone of the calendar windows.
+    pub timezone: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPipeline {
+    /// The open deal stages, in order.
+    pub stages: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMeetings {
+    /// A scheduled meeting with no outcome this long after its time is missed.
+    pub no_show_grace: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDedup {
+    /// How long (in event time) an applied event id is remembered.
+    pub horizon: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCurrency {
+    /// ISO 4217 code every amount is converted to.
+    pub base: String,
+    /// Units of base currency per unit of each currency.
+    pub rates: BTreeMap<String, f64>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLimits {
+    /// Larger messages are rejected as `too_large`.
+    pub max_message_bytes: usize,
+    /// On the wall clock, events further in the future are rejected.
+    pub max_clock_skew: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClockMode {
+    Event,
+    Wall,
+}
+
+/// Exchange rates to the base currency: a short list, scanned linearly.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rates {
+    pub base: String,
+    table: Vec<(String, f64)>,
+}
+
+impl Rates {
+    pub fn new(base: &str, table: impl IntoIterator<Item = (String, f64)>) -> Self {
+        let mut table: Vec<(String, f64)> = table.into_iter().collect();
+        if !table.iter().any(|(c, _)| c == base) {
+            table.push((base.to_owned(), 1.0));
+        }
+        Rates {
+            base: base.to_owned(),
+            table,
+        }
+    }
+
+    /// USD 1, EUR 1.08, GBP 1.27, base USD: the golden run's table.
+    pub fn default_table() -> Self {
+        Rates::new(
+            "USD",
+            [
+                ("USD".to_owned(), 1.0),
+                ("EUR".to_owned(), 1.08),
+                ("GBP".to_owned(), 1.27),
+            ],
+        )
+    }
+
+    pub fn rate(&self, code: &str) -> Option<f64> {
+        self.table.iter().find(|(c, _)| c == code).map(|(_, r)| *r)
+    }
+}
+
+/// A sliding window: `length` and `granularity` in microseconds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sliding {
+    pub name: String,
+    pub length: i64,
+    pub granularity: i64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Calendar {
+    Month,
+    Quarter,
+}
+
+impl Calendar {
+    pub fn name(self) -> &'static str {
+        match self {
+            Calendar::Month => "mtd",
+            Calendar::Quarter => "qtd",
+        }
+    }
+}
+
+/// Everything the pure core needs: windows, pipeline, rules and rates.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    pub sliding: Vec<Sliding>,
+    pub calendar: Vec<Calendar>,
+    pub timezone: chrono_tz::Tz,
+    pub stages: Vec<String>,
+    pub no_show_grace: i64,
+    pub dedup_horizon: i64,
+    pub teams: BTreeMap<String, String>,
+    pub clock: ClockMode,
+    pub max_clock_skew: i64,
+    pub parse: ParseOptions,
+}
+
+impl EngineConfig {
+    /// Window names in output order: sliding windows, then calendar ones.
+    pub fn window_names(&self) -> Vec<String> {
+        self.sliding
+            .iter()
+            .map(|s| s.name.clone())
+            .chain(self.calendar.iter().map(|c| c.name().to_owned()))
+            .collect()
+    }
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Settings::load(None, &Overrides::default())
+            .expect("the embedded default configuration is valid")
+            .engine
+    }
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub engine: EngineConfig,
+}
+
+/// Command-line values that take precedence over files and environment.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    pub teams_file: Option<PathBuf>,
+    pub clock: Option<String>,
+}
+
+impl Settings {
+    /// Loads the embedded defaults, then `file`, then the environment.
+    pub fn load(file: Option<&Path>, overrides: &Overrides) -> Result<Self, ConfigError> {
+        Self::load_with_env(file, overrides, std::env::vars())
+    }
+
+    /// As [`Settings::load`], with the environment given (for tests).
+    pub fn load_with_env(
+        file: Option<&Path>,
+        overrides: &Overrides,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let mut builder = config::Config::builder().add_source(config::File::from_str(
+            DEFAULT_TOML,
+            config::FileFormat::Toml,
+        ));
+        if let Some(path) = file {
+            builder = builder.add_source(config::File::from(path).required(true));
+        }
+        let env: config::Map<String, String> = env
+            .into_iter()
+            .filter(|(k, _)| k.starts_with("KPISTREAM__"))
+            .collect();
+        builder = builder.add_source(
+            config::Environment::with_prefix("KPISTREAM")
+                .prefix_separator("__")
+                .separator("__")
+                .list_separator(",")
+                .with_list_parse_key("windows.sliding")
+                .with_list_parse_key("windows.calendar")
+                .with_list_parse_key("pipeline.stages")
+                .try_parsing(true)
+                .source(Some(env)),
+        );
+        if let Some(path) = &overrides.teams_file {
+            builder = builder.set_override("teams_file", path.display().to_string())?;
+        }
+        if let Some(clock) = &overrides.clock {
+            builder = builder.set_override("clock", clock.as_str())?;
+        }
+        let raw: RawSettings = builder.build()?.try_deserialize()?;
+        Self::from_raw(raw)
+    }
+
+    /// Validates the raw settings; every error names its key.
+    pub fn from_raw(raw: RawSettings) -> Result<Self, ConfigError> {
+        let clock = match raw.clock.as_str() {
+            "event" => ClockMode::Event,
+            "wall" => ClockMode::Wall,
+            other => {
+                return Err(invalid(
+                    "clock",
+                    format!("`{other}` is not `event` or `wall`"),
+                ))
+            }
+        };
+        let mut sliding = Vec::new();
+        for (i, spec) in raw.windows.sliding.iter().enumerate() {
+            let key = format!("windows.sliding[{i}]");
+            let (len, gran) = spec
+                .split_once('/')
+                .ok_or_else(|| invalid(&key, format!("`{spec}` is not LENGTH/GRANULARITY")))?;
+            let length = parse_duration(len.trim()).map_err(|p| invalid(&key, p))?;
+            let granularity = parse_duration(gran.trim()).map_err(|p| invalid(&key, p))?;
+            if length % granularity != 0 {
+                return Err(invalid(
+                    &key,
+                    format!("length {len} is not a multiple of granularity {gran}"),
+                ));
+            }
+            if length / granularity > 100_000 {
+                return Err(invalid(&key, "more than 100000 buckets"));
+            }
+            let name = len.trim().to_owned();
+            if sliding.iter().any(|s: &Sliding| s.name == name) {
+                return Err(invalid(&key, format!("window `{name}` is listed twice")));
+            }
+            sliding.push(Sliding {
+                name,
+                length,
+                granularity,
+            });
+        }
+        let mut calendar = Vec::new();
+        for (i, c) in raw.windows.calendar.iter().enumerate() {
+            let cal = match c.as_str() {
+                "mtd" => Calendar::Month,
+                "qtd" => Calendar::Quarter,
+                other => {
+                    return Err(invalid(
+                        format!("windows.calendar[{i}]"),
+                        format!("`{other}` is not `mtd` or `qtd`"),
+                    ))
+                }
+            };
+            if calendar.contains(&cal) {
+                return Err(invalid(format!("windows.calendar[{i}]"), "listed twice"));
+            }
+            calendar.push(cal);
+        }
+        if sliding.is_empty() && calendar.is_empty() {
+            return Err(invalid("windows", "at least one window is needed"));
+        }
+        let timezone: chrono_tz::Tz = raw.windows.timezone.parse().map_err(|_| {
+            invalid(
+                "windows.timezone",
+                format!("`{}` is not an IANA time zone", raw.windows.timezone),
+            )
+        })?;
+        let stages = raw.pipeline.stages.clone();
+        if stages.is_empty() || stages.len() > 64 {
+            return Err(invalid("pipeline.stages", "needs 1 to 64 stages"));
+        }
+        for (i, s) in stages.iter().enumerate() {
+            if s.is_empty() || stages[..i].contains(s) {
+                return Err(invalid(
+                    format!("pipeline.stages[{i}]"),
+                    "stages must be non-empty and distinct",
+                ));
+            }
+        }
+        let no_show_grace = parse_duration(&raw.meetings.no_show_grace)
+            .map_err(|p| invalid("meetings.no_show_grace", p))?;
+        let dedup_horizon =
+            parse_duration(&raw.dedup.horizon).map_err(|p| invalid("dedup.horizon", p))?;
+        let base = raw.currency.base.to_ascii_uppercase();
+        if !is_currency_code(&base) {
+            return Err(invalid(
+                "currency.base",
+                "must be a three-letter ISO 4217 code",
+            ));
+        }
+        let mut table = Vec::new();
+        for (code, rate) in &raw.currency.rates {
+            let code = code.to_ascii_uppercase();
+            let key = format!("currency.rates.{code}");
+            if !is_currency_code(&code) {
+                return Err(invalid(key, "must be a three-letter ISO 4217 code"));
+            }
+            if !(rate.is_finite() && *rate > 0.0) {
+                return Err(invalid(key, "must be a positive number"));
+            }
+            table.push((code, *rate));
+        }
+        if let Some((_, r)) = table.iter().find(|(c, _)| *c == base) {
+            if *r != 1.0 {
+                return Err(invalid(
+                    format!("currency.rates.{base}"),
+                    "the base currency's rate must be 1",
+                ));
+            }
+        }
+        if raw.limits.max_message_bytes < 64 {
+            return Err(invalid("limits.max_message_bytes", "must be at least 64"));
+        }
+        let max_clock_skew = parse_duration(&raw.limits.max_clock_skew)
+            .map_err(|p| invalid("limits.max_clock_skew", p))?;
+        let mut teams = raw.teams.clone();
+        if !raw.teams_file.is_empty() {
+            let text = std::fs::read_to_string(&raw.teams_file)
+                .map_err(|e| invalid("teams_file", format!("{}: {e}", raw.teams_file)))?;
+            let map: BTreeMap<String, String> = serde_json::from_str(&text).map_err(|e| {
+                invalid(
+                    "teams_file",
+                    format!(
+                        "{} is not a JSON object of rep id to team id: {e}",
+                        raw.teams_file
+                    ),
+                )
+            })?;
+            teams.extend(map);
+        }
+        for (rep, team) in &teams {
+            if rep.is_empty() || rep.len() > 128 || team.is_empty() || team.len() > 128 {
+                return Err(invalid(
+                    "teams",
+                    "rep and team ids must be 1 to 128 bytes long",
+                ));
+            }
+        }
+        Ok(Settings {
+            engine: EngineConfig {
+                sliding,
+                calendar,
+                timezone,
+                stages,
+                no_show_grace,
+                dedup_horizon,
+                teams,
+                clock,
+                max_clock_skew,
+                parse: ParseOptions {
+                    max_message_bytes: raw.limits.max_message_bytes,
+                    rates: Rates::new(&base, table),
+                },
+            },
+        })
+    }
+}
+
+fn is_currency_code(s: &str) -> bool {
+    s.len() == 3 && s.bytes().all(|b| b.is_ascii_uppercase())
+}
+
+/// Parses `90s`, `30m`, `1h`, `7d`, `2w` (and `500ms`) into microseconds.
+pub fn parse_duration(s: &str) -> Result<i64, String> {
+    let s = s.trim();
+    let split = s
+        .find(|c: char| !c.is_ascii_digit())
+        .ok_or_else(|| format!("`{s}` has no unit (ms, s, m, h, d, w)"))?;
+    let (num, unit) = s.split_at(split);
+    let n: i64 = num
+        .parse()
+        .map_err(|_| format!("`{s}` does not start with a whole number"))?;
+    let unit_us = match unit {
+        "ms" => 1_000,
+        "s" => SECOND,
+        "m" => 60 * SECOND,
+        "h" => 3_600 * SECOND,
+        "d" => 86_400 * SECOND,
+        "w" => 7 * 86_400 * SECOND,
+        _ => return Err(format!("`{s}` has an unknown unit (ms, s, m, h, d, w)")),
+    };
+    match n.checked_mul(unit_us) {
+        Some(v) if v > 0 => Ok(v),
+        _ => Err(format!(
+            "`{s}` must be positive and at most a few thousand years"
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load_env(vars: &[(&str, &str)]) -> Result<Settings, ConfigError> {
+        Settings::load_with_env(
+            None,
+            &Overrides::default(),
+            vars.iter().map(|(k, v)| (k.to_string(), v.to_string())),
+        )
+    }
+
+    #[test]
+    fn the_shipped_defaults_are_the_golden_run_settings() {
+        let s = load_env(&[]).unwrap().engine;
+        assert_eq!(
+            s.window_names(),
+            ["1h", "24h", "7d", "30d", "90d", "mtd", "qtd"]
+        );
+        assert_eq!(s.sliding[1].granularity, 15 * 60 * SECOND);
+        assert_eq!(s.parse.rates.rate("EUR"), Some(1.08));
+        assert_eq!(s.parse.rates.rate("GBP"), Some(1.27));
+        assert_eq!(s.parse.rates.base, "USD");
+        assert_eq!(s.no_show_grace, 30 * 60 * SECOND);
+        assert_eq!(s.dedup_horizon, 7 * 86_400 * SECOND);
+        assert_eq!(s.clock, ClockMode::Event);
+        assert_eq!(s.stages.len(), 5);
+    }
+
+    #[test]
+    fn environment_overrides_any_key() {
+        let s = load_env(&[
+            ("KPISTREAM__CLOCK", "wall"),
+            ("KPISTREAM__WINDOWS__SLIDING", "1h/5m,7d/1d"),
+            ("KPISTREAM__MEETINGS__NO_SHOW_GRACE", "10m"),
+            ("KPISTREAM__CURRENCY__RATES__CHF", "1.1"),
+        ])
+        .unwrap()
+        .engine;
+        assert_eq!(s.clock, ClockMode::Wall);
+        assert_eq!(s.window_names(), ["1h", "7d", "mtd", "qtd"]);
+        assert_eq!(s.no_show_grace, 10 * 60 * SECOND);
+        assert_eq!(s.parse.rates.rate("CHF"), Some(1.1));
+    }
+
+    #[test]
+    fn invalid_settings_name_the_key() {
+        let cases: &[(&[(&str, &str)], &str)] = &[
+            (&[("KPISTREAM__CLOCK", "sundial")], "clock"),
+            (
+                &[("KPISTREAM__WINDOWS__SLIDING", "1h/7m")],
+                "windows.sliding[0]",
+            ),
+            (
+                &[("KPISTREAM__WINDOWS__TIMEZONE", "Mars/Olympus")],
+                "windows.timezone",
+            ),
+            (&[("KPISTREAM__DEDUP__HORIZON", "7 days")], "dedup.horizon"),
+            (
+                &[("KPISTREAM__CURRENCY__RATES__EUR", "-1")],
+                "currency.rates.EUR",
+            ),
+            (
+                &[("KPISTREAM__TEAMS_FILE", "/nonexistent/teams.json")],
+                "teams_file",
+            ),
+        ];
+        for (vars, key) in cases {
+            let err = load_env(vars).unwrap_err().to_string();
+            assert!(err.contains(&format!("`{key}`")), "{err} should name {key}");
+        }
+    }
+
+    #[test]
+    fn unknown_keys_stop_start_up() {
+        let err = load_env(&[("KPISTREAM__LIMITS__MAX_MESAGE_BYTES", "5")]).unwrap_err();
+        assert!(err.to_string().contains("max_mesage_bytes"), "{err}");
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("15m"), Ok(15 * 60 * SECOND));
+        assert_eq!(parse_duration("2w"), Ok(14 * 86_400 * SECOND));
+        assert!(parse_duration("0s").is_err());
+        assert!(parse_duration("h").is_err());
+        assert!(parse_duration("5y").is_err());
+    }
+}

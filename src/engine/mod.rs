@@ -1,0 +1,931 @@
+//! The KPI engine: entity state, windowed parts and gauges for one partition.
+//!
+//! [`Engine::offer`] applies one validated event in arrival order; it is pure
+//! and synchronous, and its only notion of time is the clock T it is given
+//! ([`Engine::set_now`]) or, on the event clock, the largest `occurred_at` it
+//! has applied. [`Engine::view`] copies the state needed to render KPIs.
+
+pub mod parts;
+pub mod window;
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap};
+
+use xxhash_rust::xxh3::xxh3_128;
+
+use crate::config::{EngineConfig, SECOND};
+use crate::event::{Body, CallOutcome, Event, QuotaPeriod, SurveyKind, TimeCategory};
+use parts::*;
+use window::{Clock, Series, WindowPlan, DAWN};
+
+type Map<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+
+/// The rep and team of contributions that name neither.
+pub const UNASSIGNED: &str = "unassigned";
+
+/// Why a valid event was not applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Skip {
+    /// Its id was applied within the dedup horizon.
+    Duplicate,
+    /// It is about a deal that is already won or lost.
+    ClosedDeal,
+}
+
+/// Interned rep and team names.
+#[derive(Debug, Clone, Default)]
+struct Names {
+    ids: Map<Box<str>, u32>,
+    names: Vec<Box<str>>,
+}
+
+impl Names {
+    fn intern(&mut self, name: &str) -> u32 {
+        if let Some(&id) = self.ids.get(name) {
+            return id;
+        }
+        let id = self.names.len() as u32;
+        self.names.push(name.into());
+        self.ids.insert(name.into(), id);
+        id
+    }
+
+    fn name(&self, id: u32) -> &str {
+        &self.names[id as usize]
+    }
+}
+
+/// What one (rep, team) pair has: windowed parts and current-state gauges.
+/// `rep` is `None` for team-only contributions (spend), `team` is `None` for
+/// org-only ones.
+#[derive(Debug, Clone)]
+struct Agg {
+    rep: Option<u32>,
+    team: Option<u32>,
+    series: Series,
+    gauges: Vec<i64>,
+}
+
+/// The ledger: every (rep, team) aggregate, the window plan and the clock.
+#[derive(Debug, Clone)]
+struct Book {
+    plan: WindowPlan,
+    clock: Clock,
+    names: Names,
+    aggs: Vec<Agg>,
+    index: Map<(u32, u32), u32>,
+    n_gauges: usize,
+}
+
+const NONE: u32 = u32::MAX;
+
+impl Book {
+    fn agg(&mut self, rep: Option<u32>, team: Option<u32>) -> u32 {
+        let key = (rep.unwrap_or(NONE), team.unwrap_or(NONE));
+        if let Some(&i) = self.index.get(&key) {
+            return i;
+        }
+        let i = self.aggs.len() as u32;
+        self.aggs.push(Agg {
+            rep,
+            team,
+            series: Series::new(&self.plan, &self.clock),
+            gauges: vec![0; self.n_gauges],
+        });
+        self.index.insert(key, i);
+        i
+    }
+
+    fn add(&mut self, agg: u32, t: i64, part: usize, v: i64) {
+        self.aggs[agg as usize]
+            .series
+            .add(&self.plan, &self.clock, t, part, v);
+    }
+
+    fn gauge(&mut self, agg: u32, g: usize, v: i64) {
+        let x = &mut self.aggs[agg as usize].gauges[g];
+        *x = x.wrapping_add(v);
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Lead {
+    created_at: Option<i64>,
+    owner: Option<u32>,
+    created: bool,
+    converted: bool,
+    touched: bool,
+    last: i64,
+}
+
+#[derive(Debug, Clone)]
+struct Deal {
+    owner: Option<u32>,
+    /// The aggregate its current-state gauges live in.
+    agg: u32,
+    amount: i64,
+    /// Index in the pipeline; `None` when unknown or not a pipeline stage.
+    stage: Option<u8>,
+    created_at: i64,
+    /// Opened by a `deal.created` (not only implicitly).
+    opened: bool,
+    closed: bool,
+    last: i64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum MeetingStatus {
+    Scheduled,
+    Held,
+    Canceled,
+    NoShow,
+}
+
+/// The meeting contributions currently counted, at `sf`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Counted {
+    sf: i64,
+    due: bool,
+    held: bool,
+    missed: bool,
+    upcoming: bool,
+}
+
+#[derive(Debug, Clone)]
+struct Meeting {
+    agg: u32,
+    sf: Option<i64>,
+    status: MeetingStatus,
+    counted: Counted,
+    last: i64,
+}
+
+#[derive(Debug, Clone)]
+struct Account {
+    owner: Option<u32>,
+    agg: u32,
+    active: bool,
+    mrr: i64,
+    last: i64,
+}
+
+/// A rep's latest quota per period: (aggregate, amount).
+#[derive(Debug, Clone, Default)]
+struct Quota {
+    month: Option<(u32, i64)>,
+    quarter: Option<(u32, i64)>,
+}
+
+/// Applied event ids, remembered for the dedup horizon of event time.
+#[derive(Debug, Clone, Default)]
+struct Dedup {
+    seen: Map<u128, i64>,
+    /// Ids by the hour of their event time, for eviction.
+    by_hour: BTreeMap<i64, Vec<u128>>,
+}
+
+const HOUR: i64 = 3_600 * SECOND;
+
+impl Dedup {
+    fn is_duplicate(&self, key: u128, horizon_start: i64) -> bool {
+        self.seen.get(&key).is_some_and(|&t| t >= horizon_start)
+    }
+
+    fn insert(&mut self, key: u128, t: i64) {
+        self.seen.insert(key, t);
+        self.by_hour
+            .entry(t.div_euclid(HOUR))
+            .or_default()
+            .push(key);
+    }
+
+    fn evict(&mut self, horizon_start: i64) {
+        let keep_from = horizon_start.div_euclid(HOUR);
+        while let Some(entry) = self.by_hour.first_entry() {
+            if *entry.key() >= keep_from {
+                break;
+            }
+            for key in entry.remove() {
+                self.seen.remove(&key);
+            }
+        }
+    }
+}
+
+/// Counts of what the engine holds, for memory and cardinality metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Sizes {
+    pub aggregates: usize,
+    pub leads: usize,
+    pub deals: usize,
+    pub meetings: usize,
+    pub accounts: usize,
+    pub dedup_ids: usize,
+}
+
+/// The state of one partition.
+#[derive(Debug, Clone)]
+pub struct Engine {
+    cfg: EngineConfig,
+    book: Book,
+    teams: Map<u32, u32>,
+    unassigned: u32,
+    stage_ids: Map<String, u8>,
+    leads: Map<u128, Lead>,
+    deals: Map<u128, Deal>,
+    meetings: Map<u128, Meeting>,
+    accounts: Map<u128, Account>,
+    quotas: Map<u32, Quota>,
+    dedup: Dedup,
+    timers: BinaryHeap<Reverse<(i64, u128)>>,
+    /// Entities idle longer than this are forgotten.
+    retention: i64,
+    next_sweep: i64,
+}
+
+fn key(id: &str) -> u128 {
+    xxh3_128(id.as_bytes())
+}
+
+impl Engine {
+    pub fn new(cfg: EngineConfig) -> Self {
+        let plan = WindowPlan::new(&cfg, parts::count(cfg.stages.len()));
+        let clock = Clock::new(&plan);
+        let mut book = Book {
+            plan,
+            clock,
+            names: Names::default(),
+            aggs: Vec::new(),
+            index: Map::default(),
+            n_gauges: gauge_count(cfg.stages.len()),
+        };
+        let unassigned = book.names.intern(UNASSIGNED);
+        let teams = cfg
+            .teams
+            .iter()
+            .map(|(rep, team)| (book.names.intern(rep), book.names.intern(team)))
+            .collect();
+        let stage_ids = cfg
+            .stages
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.clone(), i as u8))
+            .collect();
+        let longest = cfg.sliding.iter().map(|s| s.length).max().unwrap_or(0);
+        let retention = longest.max(92 * 86_400 * SECOND).max(cfg.no_show_grace);
+        Engine {
+            cfg,
+            book,
+            teams,
+            unassigned,
+            stage_ids,
+            leads: Map::default(),
+            deals: Map::default(),
+            meetings: Map::default(),
+            accounts: Map::default(),
+            quotas: Map::default(),
+            dedup: Dedup::default(),
+            timers: BinaryHeap::new(),
+            retention,
+            next_sweep: DAWN,
+        }
+    }
+
+    pub fn config(&self) -> &EngineConfig {
+        &self.cfg
+    }
+
+    /// The clock T, microseconds since the epoch; `None` before any event.
+    pub fn now(&self) -> Option<i64> {
+        (self.book.clock.now > DAWN).then_some(self.book.clock.now)
+    }
+
+    pub fn sizes(&self) -> Sizes {
+        Sizes {
+            aggregates: self.book.aggs.len(),
+            leads: self.leads.len(),
+            deals: self.deals.len(),
+            meetings: self.meetings.len(),
+            accounts: self.accounts.len(),
+            dedup_ids: self.dedup.seen.len(),
+        }
+    }
+
+    /// Moves the clock T forward to `now` (never back): expires windows,
+    /// makes meetings due or missed, forgets what no window can need.
+    pub fn set_now(&mut self, now: i64) {
+        if now <= self.book.clock.now {
+            return;
+        }
+        self.book.clock.set(&self.book.plan, now);
+        while let Some(&Reverse((at, meeting))) = self.timers.peek() {
+            if at > now {
+                break;
+            }
+            self.timers.pop();
+            self.recount_meeting(meeting);
+        }
+        if now >= self.next_sweep {
+            self.sweep();
+            self.next_sweep = now + HOUR;
+        }
+    }
+
+    /// Drops what no window, horizon or rule can need any more.
+    fn sweep(&mut self) {
+        let now = self.book.clock.now;
+        let idle = now - self.retention;
+        self.dedup.evict(now - self.cfg.dedup_horizon);
+        self.leads.retain(|_, l| l.last >= idle);
+        self.deals.retain(|_, d| !d.closed || d.last >= idle);
+        self.meetings
+            .retain(|_, m| m.last >= idle || m.sf.is_some_and(|sf| sf >= idle));
+        self.accounts.retain(|_, a| a.active || a.last >= idle);
+    }
+
+    fn idle_since(&self) -> i64 {
+        self.book.clock.now - self.retention
+    }
+
+    /// True when an event with this id was applied within the dedup horizon.
+    pub fn is_duplicate(&self, id: &str) -> bool {
+        let horizon_start = self.book.clock.now.saturating_sub(self.cfg.dedup_horizon);
+        self.dedup.is_duplicate(key(id), horizon_start)
+    }
+
+    /// Applies one event in arrival order, or says why it was skipped.
+    pub fn offer(&mut self, ev: &Event<'_>) -> Result<(), Skip> {
+        if self.is_duplicate(&ev.id) {
+            return Err(Skip::Duplicate);
+        }
+        let id = key(&ev.id);
+        if let Some(deal) = ev.body.deal() {
+            if let Some(d) = self.deals.get(&key(deal)) {
+                if d.closed && d.last >= self.idle_since() {
+                    return Err(Skip::ClosedDeal);
+                }
+            }
+        }
+        self.set_now(ev.at);
+        self.apply(ev);
+        if ev.at >= self.book.clock.now - self.cfg.dedup_horizon {
+            self.dedup.insert(id, ev.at);
+        }
+        Ok(())
+    }
+
+    fn team_of(&self, rep: u32) -> u32 {
+        self.teams.get(&rep).copied().unwrap_or(self.unassigned)
+    }
+
+    /// The (rep, team) aggregate of a contribution: the event's rep, else the
+    /// entity's owner, else unassigned; the event's team, else the rep's team
+    /// in the teams map, else unassigned.
+    fn target(&mut self, ev: &Event<'_>, owner: Option<u32>) -> (u32, u32) {
+        let rep = match &ev.rep {
+            Some(r) => self.book.names.intern(r),
+            None => owner.unwrap_or(self.unassigned),
+        };
+        let team = match &ev.team {
+            Some(t) => self.book.names.intern(t),
+            None => self.team_of(rep),
+        };
+        (rep, self.book.agg(Some(rep), Some(team)))
+    }
+
+    fn apply(&mut self, ev: &Event<'_>) {
+        let t = ev.at;
+        match &ev.body {
+            Body::LeadCreated { lead } => {
+                let (rep, agg) = self.target(ev, None);
+                let l = self.lead(lead, t);
+                if !l.created {
+                    l.created = true;
+                    l.created_at = Some(t);
+                    l.owner = Some(rep);
+                    self.book.add(agg, t, LEADS_CREATED, 1);
+                }
+            }
+            Body::LeadConverted { lead } => {
+                let owner = self.lead(lead, t).owner;
+                let (_, agg) = self.target(ev, owner);
+                let l = self.lead(lead, t);
+                if !l.converted {
+                    l.converted = true;
+                    self.book.add(agg, t, LEADS_CONVERTED, 1);
+                }
+            }
+            Body::CallLogged {
+                lead,
+                duration,
+                outcome,
+            } => {
+                let (_, agg) = self.target(ev, None);
+                self.book.add(agg, t, CALLS, 1);
+                if *outcome == CallOutcome::Connected {
+                    self.book.add(agg, t, CALLS_CONNECTED, 1);
+                }
+                self.book.add(agg, t, CALL_SECONDS, *duration);
+                if let Some(lead) = lead {
+                    self.touch(lead, t, agg);
+                }
+            }
+            Body::EmailSent { lead } => {
+                let (_, agg) = self.target(ev, None);
+                self.book.add(agg, t, EMAILS, 1);
+                if let Some(lead) = lead {
+                    self.touch(lead, t, agg);
+                }
+            }
+            Body::MeetingScheduled {
+                meeting,
+                scheduled_for,
+                lead,
+            } => {
+                if let Some(lead) = lead {
+                    self.lead(lead, t);
+                }
+                let m = self.meeting(ev, meeting, Some(*scheduled_for));
+                m.sf = Some(*scheduled_for);
+                m.status = MeetingStatus::Scheduled;
+                let (_, agg) = self.target(ev, None);
+                self.book.add(agg, t, MEETINGS_BOOKED, 1);
+                self.recount_meeting(key(meeting));
+            }
+            Body::MeetingRescheduled {
+                meeting,
+                scheduled_for,
+            } => {
+                let m = self.meeting(ev, meeting, Some(*scheduled_for));
+                m.sf = Some(*scheduled_for);
+                m.status = MeetingStatus::Scheduled;
+                self.recount_meeting(key(meeting));
+            }
+            Body::MeetingHeld { meeting } => {
+                self.meeting(ev, meeting, Some(t)).status = MeetingStatus::Held;
+                self.recount_meeting(key(meeting));
+            }
+            Body::MeetingCanceled { meeting } => {
+                self.meeting(ev, meeting, None).status = MeetingStatus::Canceled;
+                self.recount_meeting(key(meeting));
+            }
+            Body::MeetingNoShow { meeting } => {
+                self.meeting(ev, meeting, None).status = MeetingStatus::NoShow;
+                self.recount_meeting(key(meeting));
+            }
+            Body::DealCreated {
+                deal,
+                amount,
+                stage,
+            } => {
+                let k = key(deal);
+                let known = self.deals.contains_key(&k) && !self.is_stale_deal(k);
+                if known && self.deals[&k].opened {
+                    self.deals.get_mut(&k).expect("known").last = t;
+                    return;
+                }
+                let (rep, agg) = self.target(ev, None);
+                let stage = stage.as_deref().map(|s| self.stage_ids.get(s).copied());
+                if known {
+                    self.deal_gauges(k, -1);
+                    let d = self.deals.get_mut(&k).expect("known");
+                    d.owner = Some(rep);
+                    d.agg = agg;
+                    d.amount = *amount;
+                    if let Some(stage) = stage {
+                        d.stage = stage;
+                    }
+                    d.created_at = d.created_at.min(t);
+                    d.opened = true;
+                    d.last = t;
+                } else {
+                    self.deals.insert(
+                        k,
+                        Deal {
+                            owner: Some(rep),
+                            agg,
+                            amount: *amount,
+                            stage: stage.flatten(),
+                            created_at: t,
+                            opened: true,
+                            closed: false,
+                            last: t,
+                        },
+                    );
+                }
+                self.book.add(agg, t, DEALS_CREATED, 1);
+                self.deal_gauges(k, 1);
+            }
+            Body::DealStageChanged {
+                deal,
+                to_stage,
+                amount,
+            } => {
+                let k = self.implicit_deal(ev, deal);
+                let owner = self.deals[&k].owner;
+                let (_, agg) = self.target(ev, owner);
+                let to = self.stage_ids.get(&**to_stage).copied();
+                self.deal_gauges(k, -1);
+                let d = self.deals.get_mut(&k).expect("implicit deal exists");
+                let from = d.stage;
+                d.stage = to;
+                if let Some(a) = amount {
+                    d.amount = *a;
+                }
+                d.last = t;
+                if let (Some(from), Some(to)) = (from, to) {
+                    if from != to {
+                        let outcome = if to > from {
+                            ExitOutcome::Advanced
+                        } else {
+                            ExitOutcome::Regressed
+                        };
+                        self.book.add(agg, t, stage_exit(from as usize, outcome), 1);
+                    }
+                }
+                self.deal_gauges(k, 1);
+            }
+            Body::DealAmountChanged { deal, amount } => {
+                let k = self.implicit_deal(ev, deal);
+                self.deal_gauges(k, -1);
+                let d = self.deals.get_mut(&k).expect("implicit deal exists");
+                d.amount = *amount;
+                d.last = t;
+                self.deal_gauges(k, 1);
+            }
+            Body::DealWon { deal, amount } => {
+                let k = self.implicit_deal(ev, deal);
+                let owner = self.deals[&k].owner;
+                let (_, agg) = self.target(ev, owner);
+                self.deal_gauges(k, -1);
+                let d = self.deals.get_mut(&k).expect("implicit deal exists");
+                if let Some(a) = amount {
+                    d.amount = *a;
+                }
+                d.closed = true;
+                d.last = t;
+                let (stage, amount, cycle) = (d.stage, d.amount, t - d.created_at);
+                if let Some(s) = stage {
+                    self.book
+                        .add(agg, t, stage_exit(s as usize, ExitOutcome::Advanced), 1);
+                }
+                self.book.add(agg, t, DEALS_WON, 1);
+                self.book.add(agg, t, WON_AMOUNT, amount);
+                self.book.add(agg, t, SALES_CYCLE_SUM, cycle);
+                self.book.add(agg, t, SALES_CYCLE_COUNT, 1);
+                self.book
+                    .add(agg, t, SALES_CYCLE_HIST + sales_cycle_bucket(cycle), 1);
+            }
+            Body::DealLost { deal } => {
+                let k = self.implicit_deal(ev, deal);
+                let owner = self.deals[&k].owner;
+                let (_, agg) = self.target(ev, owner);
+                self.deal_gauges(k, -1);
+                let d = self.deals.get_mut(&k).expect("implicit deal exists");
+                d.closed = true;
+                d.last = t;
+                if let Some(s) = d.stage {
+                    self.book
+                        .add(agg, t, stage_exit(s as usize, ExitOutcome::Lost), 1);
+                }
+                self.book.add(agg, t, DEALS_LOST, 1);
+            }
+            Body::SubscriptionStarted { account, mrr }
+            | Body::SubscriptionChanged { account, mrr } => {
+                let k = key(account);
+                let prev = self.account(k);
+                let (rep, agg) = self.target(ev, prev.as_ref().and_then(|a| a.owner));
+                match prev {
+                    Some(a) if a.active => {
+                        let diff = mrr - a.mrr;
+                        if diff > 0 {
+                            self.book.add(agg, t, CUSTOMERS_EXPANDED, 1);
+                            self.book.add(agg, t, MRR_EXPANSION, diff);
+                        } else if diff < 0 {
+                            self.book.add(agg, t, MRR_CONTRACTION, -diff);
+                        }
+                        self.book.gauge(a.agg, G_MRR, diff);
+                        let a = self.accounts.get_mut(&k).expect("active account");
+                        a.mrr = *mrr;
+                        a.last = t;
+                    }
+                    _ => {
+                        self.book.add(agg, t, CUSTOMERS_NEW, 1);
+                        self.book.add(agg, t, MRR_NEW, *mrr);
+                        self.book.gauge(agg, G_CUSTOMERS_ACTIVE, 1);
+                        self.book.gauge(agg, G_MRR, *mrr);
+                        self.accounts.insert(
+                            k,
+                            Account {
+                                owner: Some(rep),
+                                agg,
+                                active: true,
+                                mrr: *mrr,
+                                last: t,
+                            },
+                        );
+                    }
+                }
+            }
+            Body::SubscriptionCanceled { account } => {
+                let k = key(account);
+                if let Some(a) = self.account(k) {
+                    if a.active {
+                        let (_, agg) = self.target(ev, a.owner);
+                        self.book.add(agg, t, CUSTOMERS_CHURNED, 1);
+                        self.book.add(agg, t, MRR_CHURNED, a.mrr);
+                        self.book.gauge(a.agg, G_CUSTOMERS_ACTIVE, -1);
+                        self.book.gauge(a.agg, G_MRR, -a.mrr);
+                    }
+                    let a = self.accounts.get_mut(&k).expect("known account");
+                    a.active = false;
+                    a.mrr = 0;
+                    a.last = t;
+                }
+            }
+            Body::SurveyResponded {
+                kind,
+                score,
+                account,
+            } => {
+                let owner = account
+                    .as_deref()
+                    .and_then(|a| self.account(key(a)))
+                    .and_then(|a| a.owner);
+                let (_, agg) = self.target(ev, owner);
+                let score = i64::from(*score);
+                match kind {
+                    SurveyKind::Nps => {
+                        self.book.add(agg, t, NPS_RESPONSES, 1);
+                        if score >= 9 {
+                            self.book.add(agg, t, NPS_PROMOTERS, 1);
+                        } else if score <= 6 {
+                            self.book.add(agg, t, NPS_DETRACTORS, 1);
+                        }
+                    }
+                    SurveyKind::Csat => {
+                        self.book.add(agg, t, CSAT_RESPONSES, 1);
+                        if score >= 4 {
+                            self.book.add(agg, t, CSAT_SATISFIED, 1);
+                        }
+                        self.book.add(agg, t, CSAT_SCORE_SUM, score);
+                    }
+                }
+            }
+            Body::TimeLogged { category, duration } => {
+                let (_, agg) = self.target(ev, None);
+                self.book.add(agg, t, LOGGED_SECONDS, *duration);
+                if *category == TimeCategory::Selling {
+                    self.book.add(agg, t, SELLING_SECONDS, *duration);
+                }
+            }
+            Body::SpendRecorded { amount, .. } => {
+                let team = ev.team.as_deref().map(|t| self.book.names.intern(t));
+                let agg = self.book.agg(None, team);
+                self.book.add(agg, t, ACQUISITION_SPEND, *amount);
+            }
+            Body::QuotaSet { period, amount } => {
+                let (rep, agg) = self.target(ev, None);
+                let (gauge, q) = {
+                    let q = self.quotas.entry(rep).or_default();
+                    match period {
+                        QuotaPeriod::Month => (G_QUOTA_MONTH, &mut q.month),
+                        QuotaPeriod::Quarter => (G_QUOTA_QUARTER, &mut q.quarter),
+                    }
+                };
+                let old = q.replace((agg, *amount));
+                if let Some((old_agg, old_amount)) = old {
+                    self.book.gauge(old_agg, gauge, -old_amount);
+                }
+                self.book.gauge(agg, gauge, *amount);
+            }
+        }
+    }
+
+    /// The lead, created implicitly (without a creation time) if unknown or
+    /// forgotten.
+    fn lead(&mut self, lead: &str, t: i64) -> &mut Lead {
+        let idle = self.idle_since();
+        let l = self.leads.entry(key(lead)).or_insert(Lead {
+            created_at: None,
+            owner: None,
+            created: false,
+            converted: false,
+            touched: false,
+            last: t,
+        });
+        if l.last < idle {
+            *l = Lead {
+                created_at: None,
+                owner: None,
+                created: false,
+                converted: false,
+                touched: false,
+                last: t,
+            };
+        }
+        l.last = l.last.max(t);
+        l
+    }
+
+    /// A call or email naming a lead: its first one is the first touch.
+    fn touch(&mut self, lead: &str, t: i64, agg: u32) {
+        let l = self.lead(lead, t);
+        if l.touched {
+            return;
+        }
+        l.touched = true;
+        let created_at = l.created_at;
+        self.book.add(agg, t, PROSPECTS_CONTACTED, 1);
+        if let Some(created) = created_at {
+            let response = t - created;
+            self.book.add(agg, t, LEAD_RESPONSE_SUM, response);
+            self.book.add(agg, t, LEAD_RESPONSE_COUNT, 1);
+            self.book.add(
+                agg,
+                t,
+                LEAD_RESPONSE_HIST + lead_response_bucket(response),
+                1,
+            );
+        }
+    }
+
+    fn is_stale_deal(&self, k: u128) -> bool {
+        self.deals
+            .get(&k)
+            .is_some_and(|d| d.closed && d.last < self.idle_since())
+    }
+
+    /// The deal, opened implicitly (at this event's time, stage unknown) if
+    /// unknown. Returns its key.
+    fn implicit_deal(&mut self, ev: &Event<'_>, deal: &str) -> u128 {
+        let k = key(deal);
+        if self.deals.contains_key(&k) && !self.is_stale_deal(k) {
+            return k;
+        }
+        let owner = ev.rep.as_deref().map(|r| self.book.names.intern(r));
+        let (_, agg) = self.target(ev, None);
+        self.deals.insert(
+            k,
+            Deal {
+                owner,
+                agg,
+                amount: 0,
+                stage: None,
+                created_at: ev.at,
+                opened: false,
+                closed: false,
+                last: ev.at,
+            },
+        );
+        self.deal_gauges(k, 1);
+        k
+    }
+
+    /// Adds (`sign` 1) or removes (-1) an open deal's current-state gauges.
+    fn deal_gauges(&mut self, k: u128, sign: i64) {
+        let d = &self.deals[&k];
+        if d.closed {
+            return;
+        }
+        let (agg, amount, stage) = (d.agg, d.amount, d.stage);
+        self.book.gauge(agg, G_OPEN_DEALS, sign);
+        self.book.gauge(agg, G_OPEN_AMOUNT, sign * amount);
+        if let Some(s) = stage {
+            self.book.gauge(agg, G_STAGES + 2 * s as usize, sign);
+            self.book
+                .gauge(agg, G_STAGES + 2 * s as usize + 1, sign * amount);
+        }
+    }
+
+    fn account(&self, k: u128) -> Option<Account> {
+        self.accounts
+            .get(&k)
+            .filter(|a| a.active || a.last >= self.idle_since())
+            .cloned()
+    }
+
+    /// The meeting, created with this event's rep and team if unknown.
+    fn meeting(&mut self, ev: &Event<'_>, meeting: &str, sf: Option<i64>) -> &mut Meeting {
+        let k = key(meeting);
+        let idle = self.idle_since();
+        let forgotten = self
+            .meetings
+            .get(&k)
+            .is_none_or(|m| m.last < idle && m.sf.is_none_or(|sf| sf < idle));
+        if forgotten {
+            let (_, agg) = self.target(ev, None);
+            self.meetings.insert(
+                k,
+                Meeting {
+                    agg,
+                    sf,
+                    status: MeetingStatus::Scheduled,
+                    counted: Counted::default(),
+                    last: ev.at,
+                },
+            );
+        }
+        let m = self.meetings.get_mut(&k).expect("inserted");
+        m.last = m.last.max(ev.at);
+        m
+    }
+
+    /// Brings a meeting's due, held, missed and upcoming contributions in
+    /// line with its state and the clock, and sets timers for what is ahead.
+    fn recount_meeting(&mut self, k: u128) {
+        let now = self.book.clock.now;
+        let grace = self.cfg.no_show_grace;
+        let Some(m) = self.meetings.get(&k) else {
+            return;
+        };
+        let want = match m.sf {
+            None => Counted::default(),
+            Some(sf) => {
+                let due = m.status != MeetingStatus::Canceled && sf <= now;
+                Counted {
+                    sf,
+                    due,
+                    held: due && m.status == MeetingStatus::Held,
+                    missed: due
+                        && (m.status == MeetingStatus::NoShow
+                            || (m.status == MeetingStatus::Scheduled && sf + grace <= now)),
+                    upcoming: m.status == MeetingStatus::Scheduled && sf > now,
+                }
+            }
+        };
+        let (have, agg, status) = (m.counted, m.agg, m.status);
+        if want == have {
+            return;
+        }
+        for (part, was, is) in [
+            (MEETINGS_DUE, have.due, want.due),
+            (MEETINGS_HELD, have.held, want.held),
+            (MEETINGS_MISSED, have.missed, want.missed),
+        ] {
+            if was && (!is || have.sf != want.sf) {
+                self.book.add(agg, have.sf, part, -1);
+            }
+            if is && (!was || have.sf != want.sf) {
+                self.book.add(agg, want.sf, part, 1);
+            }
+        }
+        if have.upcoming != want.upcoming {
+            self.book
+                .gauge(agg, G_MEETINGS_UPCOMING, if want.upcoming { 1 } else { -1 });
+        }
+        if status != MeetingStatus::Canceled && want.sf > now {
+            self.timers.push(Reverse((want.sf, k)));
+        }
+        if status == MeetingStatus::Scheduled && want.sf + grace > now {
+            self.timers.push(Reverse((want.sf + grace, k)));
+        }
+        self.meetings.get_mut(&k).expect("exists").counted = want;
+    }
+
+    /// Copies what rendering needs, with every window brought up to T.
+    pub fn view(&mut self) -> View {
+        let book = &mut self.book;
+        let rows = book
+            .aggs
+            .iter_mut()
+            .map(|a| {
+                a.series.advance(&book.plan, &book.clock);
+                Row {
+                    rep: a.rep.map(|r| book.names.name(r).to_owned()),
+                    team: a.team.map(|t| book.names.name(t).to_owned()),
+                    parts: a.series.sums().to_vec(),
+                    gauges: a.gauges.clone(),
+                }
+            })
+            .collect();
+        View {
+            now: self.now(),
+            rows,
+        }
+    }
+}
+
+/// One (rep, team) pair's window sums (window-major) and gauges.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Row {
+    pub rep: Option<String>,
+    pub team: Option<String>,
+    pub parts: Vec<i64>,
+    pub gauges: Vec<i64>,
+}
+
+/// A copy of the KPI state of one or more engines at one clock T.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct View {
+    pub now: Option<i64>,
+    pub rows: Vec<Row>,
+}
+
+impl View {
+    /// Adds another partition's view: rows are summed per scope at render.
+    pub fn merge(&mut self, other: View) {
+        self.now = self.now.max(other.now);
+        self.rows.extend(other.rows);
+    }
+}

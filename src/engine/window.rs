@@ -1,0 +1,389 @@
+//! Windowed sums: bucketed rings with running sums, and calendar periods.
+//!
+//! A [`Series`] holds, for one (rep, team) pair, the running sum of every
+//! additive part for every window. Sliding windows that share a granularity
+//! share one ring of buckets, sized for the longest of them; each bucket keeps
+//! the sparse list of what was added to it, so that when the clock moves the
+//! bucket can be subtracted from each window it leaves. Adding a contribution
+//! costs O(rings + windows); moving the clock costs O(buckets passed), paid
+//! lazily when a series is next touched or read. All values are integers, so
+//! a retraction undoes an addition exactly and sums never drift.
+
+use chrono::{Datelike, NaiveDate, TimeZone};
+
+use crate::config::{Calendar, EngineConfig};
+
+/// How windows map onto rings, derived once from the configuration.
+#[derive(Debug, Clone)]
+pub struct WindowPlan {
+    pub rings: Vec<RingPlan>,
+    pub calendars: Vec<Calendar>,
+    /// Sliding windows first (in config order), then calendar windows.
+    pub n_windows: usize,
+    pub n_sliding: usize,
+    pub timezone: chrono_tz::Tz,
+    /// Number of additive parts per window.
+    pub parts: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct RingPlan {
+    pub granularity: i64,
+    /// Buckets in the ring: the longest window on it.
+    pub len: i64,
+    /// (window index, window length in buckets).
+    pub windows: Vec<(usize, i64)>,
+}
+
+impl WindowPlan {
+    pub fn new(cfg: &EngineConfig, parts: usize) -> Self {
+        let mut rings: Vec<RingPlan> = Vec::new();
+        for (w, s) in cfg.sliding.iter().enumerate() {
+            let n = s.length / s.granularity;
+            match rings.iter_mut().find(|r| r.granularity == s.granularity) {
+                Some(r) => {
+                    r.len = r.len.max(n);
+                    r.windows.push((w, n));
+                }
+                None => rings.push(RingPlan {
+                    granularity: s.granularity,
+                    len: n,
+                    windows: vec![(w, n)],
+                }),
+            }
+        }
+        WindowPlan {
+            rings,
+            calendars: cfg.calendar.clone(),
+            n_windows: cfg.sliding.len() + cfg.calendar.len(),
+            n_sliding: cfg.sliding.len(),
+            timezone: cfg.timezone,
+            parts,
+        }
+    }
+}
+
+/// The service clock T as the windows see it: the head bucket of each ring
+/// and the current calendar periods. Shared by every series of an engine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Clock {
+    pub now: i64,
+    pub heads: Vec<i64>,
+    /// [start, end) of the current period of each calendar window.
+    pub periods: Vec<(i64, i64)>,
+}
+
+/// Before any event: far in the past, but with room to subtract from.
+pub const DAWN: i64 = i64::MIN / 4;
+
+impl Clock {
+    pub fn new(plan: &WindowPlan) -> Self {
+        let mut c = Clock {
+            now: DAWN,
+            heads: plan
+                .rings
+                .iter()
+                .map(|r| DAWN.div_euclid(r.granularity))
+                .collect(),
+            periods: vec![(DAWN, DAWN); plan.calendars.len()],
+        };
+        c.set(plan, DAWN);
+        c
+    }
+
+    /// Moves the clock to `now` (never backwards).
+    pub fn set(&mut self, plan: &WindowPlan, now: i64) {
+        if now < self.now {
+            return;
+        }
+        self.now = now;
+        for (head, ring) in self.heads.iter_mut().zip(&plan.rings) {
+            *head = now.div_euclid(ring.granularity);
+        }
+        for (period, cal) in self.periods.iter_mut().zip(&plan.calendars) {
+            if now >= period.1 {
+                *period = calendar_period(*cal, plan.timezone, now);
+            }
+        }
+    }
+}
+
+/// The [start, end) of the month or quarter containing `t` in `tz`.
+pub fn calendar_period(cal: Calendar, tz: chrono_tz::Tz, t: i64) -> (i64, i64) {
+    let Some(utc) = chrono::DateTime::from_timestamp_micros(t) else {
+        return (DAWN, DAWN + 1);
+    };
+    let local = utc.with_timezone(&tz);
+    let (year, month) = (local.year(), local.month());
+    let first = match cal {
+        Calendar::Month => month,
+        Calendar::Quarter => (month - 1) / 3 * 3 + 1,
+    };
+    let step = match cal {
+        Calendar::Month => 1,
+        Calendar::Quarter => 3,
+    };
+    let (next_year, next_month) = if first + step > 12 {
+        (year + 1, first + step - 12)
+    } else {
+        (year, first + step)
+    };
+    (
+        local_midnight(tz, year, first),
+        local_midnight(tz, next_year, next_month),
+    )
+}
+
+/// Midnight starting the first day of a month in `tz`, in UTC microseconds.
+/// Where a DST change skips midnight, the first instant of that day.
+fn local_midnight(tz: chrono_tz::Tz, year: i32, month: u32) -> i64 {
+    let Some(day) = NaiveDate::from_ymd_opt(year, month, 1) else {
+        return DAWN;
+    };
+    let mut at = day.and_hms_opt(0, 0, 0).expect("midnight exists");
+    for _ in 0..4 {
+        if let Some(dt) = tz.from_local_datetime(&at).earliest() {
+            return dt.timestamp_micros();
+        }
+        at += chrono::Duration::minutes(30);
+    }
+    DAWN
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+struct Slot {
+    bucket: i64,
+    /// Sparse (part, value) pairs added to this bucket, one per part.
+    deltas: Vec<(u32, i64)>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+struct Ring {
+    /// The head bucket up to which this ring's expiry has been applied.
+    head: i64,
+    /// Allocated on first use; `len` slots, bucket `b` at `b mod len`.
+    slots: Vec<Slot>,
+}
+
+/// The windowed sums of one (rep, team) pair.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Series {
+    rings: Vec<Ring>,
+    /// `n_windows * parts` running sums.
+    sums: Vec<i64>,
+    /// The calendar period start each calendar sum belongs to.
+    periods: Vec<i64>,
+}
+
+impl Series {
+    pub fn new(plan: &WindowPlan, clock: &Clock) -> Self {
+        Series {
+            rings: clock
+                .heads
+                .iter()
+                .map(|&head| Ring {
+                    head,
+                    slots: Vec::new(),
+                })
+                .collect(),
+            sums: vec![0; plan.n_windows * plan.parts],
+            periods: clock.periods.iter().map(|p| p.0).collect(),
+        }
+    }
+
+    /// Applies the expiry of every bucket that left a window since the last
+    /// call, and starts new calendar periods.
+    pub fn advance(&mut self, plan: &WindowPlan, clock: &Clock) {
+        let k = plan.parts;
+        for ((ring, rp), &new_head) in self.rings.iter_mut().zip(&plan.rings).zip(&clock.heads) {
+            let old = ring.head;
+            if new_head <= old {
+                continue;
+            }
+            if !ring.slots.is_empty() {
+                for &(w, n) in &rp.windows {
+                    // Buckets (old - n, min(new - n, old)] leave window w.
+                    let sums = &mut self.sums[w * k..(w + 1) * k];
+                    let to = (new_head - n).min(old);
+                    let mut b = old - n + 1;
+                    while b <= to {
+                        let slot = &ring.slots[b.rem_euclid(rp.len) as usize];
+                        if slot.bucket == b {
+                            for &(p, v) in &slot.deltas {
+                                sums[p as usize] = sums[p as usize].wrapping_sub(v);
+                            }
+                        }
+                        b += 1;
+                    }
+                }
+            }
+            ring.head = new_head;
+        }
+        for (c, period) in self.periods.iter_mut().enumerate() {
+            let start = clock.periods[c].0;
+            if *period != start {
+                *period = start;
+                let w = plan.n_sliding + c;
+                self.sums[w * k..(w + 1) * k].fill(0);
+            }
+        }
+    }
+
+    /// Adds `v` (negative to retract) to `part` at time `t <= clock.now`.
+    pub fn add(&mut self, plan: &WindowPlan, clock: &Clock, t: i64, part: usize, v: i64) {
+        debug_assert!(t <= clock.now, "a contribution from the future");
+        debug_assert!(part < plan.parts);
+        self.advance(plan, clock);
+        let k = plan.parts;
+        for (ring, rp) in self.rings.iter_mut().zip(&plan.rings) {
+            let b = t.div_euclid(rp.granularity);
+            if b > ring.head || b <= ring.head - rp.len {
+                continue;
+            }
+            if ring.slots.is_empty() {
+                ring.slots = vec![
+                    Slot {
+                        bucket: i64::MIN,
+                        deltas: Vec::new()
+                    };
+                    rp.len as usize
+                ];
+            }
+            let slot = &mut ring.slots[b.rem_euclid(rp.len) as usize];
+            if slot.bucket != b {
+                // The slot's old bucket has left every window on this ring.
+                slot.bucket = b;
+                slot.deltas.clear();
+            }
+            match slot.deltas.iter_mut().find(|(p, _)| *p as usize == part) {
+                Some((_, acc)) => *acc = acc.wrapping_add(v),
+                None => slot.deltas.push((part as u32, v)),
+            }
+            for &(w, n) in &rp.windows {
+                if b > ring.head - n {
+                    let s = &mut self.sums[w * k + part];
+                    *s = s.wrapping_add(v);
+                }
+            }
+        }
+        for (c, &(start, _)) in clock.periods.iter().enumerate() {
+            if t >= start {
+                let s = &mut self.sums[(plan.n_sliding + c) * k + part];
+                *s = s.wrapping_add(v);
+            }
+        }
+    }
+
+    /// The running sums of window `w`; call [`Series::advance`] first.
+    pub fn window(&self, plan: &WindowPlan, w: usize) -> &[i64] {
+        &self.sums[w * plan.parts..(w + 1) * plan.parts]
+    }
+
+    /// All running sums, window-major; call [`Series::advance`] first.
+    pub fn sums(&self) -> &[i64] {
+        &self.sums
+    }
+
+    /// True when no window holds anything and no bucket can come back.
+    pub fn is_empty(&self) -> bool {
+        self.sums.iter().all(|&s| s == 0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Sliding, SECOND};
+
+    const MIN: i64 = 60 * SECOND;
+
+    fn plan() -> WindowPlan {
+        let mut cfg = EngineConfig::default();
+        cfg.sliding = vec![
+            Sliding {
+                name: "5m".into(),
+                length: 5 * MIN,
+                granularity: MIN,
+            },
+            Sliding {
+                name: "3m".into(),
+                length: 3 * MIN,
+                granularity: MIN,
+            },
+        ];
+        cfg.calendar = vec![Calendar::Month];
+        WindowPlan::new(&cfg, 2)
+    }
+
+    #[test]
+    fn windows_sharing_a_granularity_share_a_ring() {
+        let p = plan();
+        assert_eq!(p.rings.len(), 1);
+        assert_eq!(p.rings[0].len, 5);
+    }
+
+    #[test]
+    fn contributions_expire_bucket_by_bucket() {
+        let p = plan();
+        let mut clock = Clock::new(&p);
+        let base = 1_800_000_000 * SECOND; // aligned to the minute
+        clock.set(&p, base);
+        let mut s = Series::new(&p, &clock);
+        s.add(&p, &clock, base, 0, 7);
+        clock.set(&p, base + 2 * MIN + 59 * SECOND);
+        s.advance(&p, &clock);
+        assert_eq!(s.window(&p, 0)[0], 7);
+        assert_eq!(s.window(&p, 1)[0], 7);
+        clock.set(&p, base + 3 * MIN);
+        s.advance(&p, &clock);
+        assert_eq!(s.window(&p, 0)[0], 7);
+        assert_eq!(s.window(&p, 1)[0], 0, "left the 3m window");
+        clock.set(&p, base + 5 * MIN);
+        s.advance(&p, &clock);
+        assert_eq!(s.window(&p, 0)[0], 0, "left the 5m window");
+        assert_eq!(s.window(&p, 2)[0], 7, "still in the month");
+    }
+
+    #[test]
+    fn retraction_undoes_exactly_and_late_ones_are_dropped() {
+        let p = plan();
+        let mut clock = Clock::new(&p);
+        let base = 1_800_000_000 * SECOND;
+        clock.set(&p, base);
+        let mut s = Series::new(&p, &clock);
+        s.add(&p, &clock, base - MIN, 1, 3);
+        s.add(&p, &clock, base - MIN, 1, -3);
+        assert!(s.is_empty());
+        s.add(&p, &clock, base - 10 * MIN, 1, 5);
+        assert_eq!(s.window(&p, 0)[1], 0, "too old for every sliding window");
+    }
+
+    #[test]
+    fn calendar_periods_follow_the_time_zone() {
+        let t = crate::event::parse_timestamp("2026-03-31T23:30:00Z").unwrap();
+        let (start, end) = calendar_period(Calendar::Month, chrono_tz::UTC, t);
+        assert_eq!(
+            start,
+            crate::event::parse_timestamp("2026-03-01T00:00:00Z").unwrap()
+        );
+        assert_eq!(
+            end,
+            crate::event::parse_timestamp("2026-04-01T00:00:00Z").unwrap()
+        );
+        let berlin: chrono_tz::Tz = "Europe/Berlin".parse().unwrap();
+        let (start, _) = calendar_period(Calendar::Month, berlin, t);
+        assert_eq!(
+            start,
+            crate::event::parse_timestamp("2026-04-01T00:00:00+02:00").unwrap()
+        );
+        let (q, qend) = calendar_period(Calendar::Quarter, chrono_tz::UTC, t);
+        assert_eq!(
+            q,
+            crate::event::parse_timestamp("2026-01-01T00:00:00Z").unwrap()
+        );
+        assert_eq!(
+            qend,
+            crate::event::parse_timestamp("2026-04-01T00:00:00Z").unwrap()
+        );
+    }
+}

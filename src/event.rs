@@ -1,0 +1,933 @@
+//! Canonical events (`docs/events.md`): parsing and validation.
+//!
+//! [`parse`] turns the bytes of one message into an [`Event`] borrowing from
+//! those bytes, a [`Parsed::Unknown`] envelope (a valid `id`, `type` and
+//! `occurred_at` with a type we do not know), or a [`Rejection`] with a reason
+//! code from the fixed set of [`RejectReason`]. It never panics.
+//!
+//! Times are microseconds since the Unix epoch; amounts are micro-units of the
+//! base currency and durations micro-seconds, so that every sum the engine
+//! keeps is an exact integer.
+
+use std::borrow::Cow;
+use std::fmt;
+
+use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::Deserialize;
+
+use crate::config::Rates;
+
+/// One micro-unit: amounts and durations are stored as integers of 1e-6.
+pub const MICRO: f64 = 1_000_000.0;
+/// Largest accepted amount or mrr, in currency units.
+pub const MAX_AMOUNT: f64 = 1e12;
+/// Largest accepted duration, in seconds (one year).
+pub const MAX_DURATION_SECONDS: f64 = 31_536_000.0;
+
+/// Why a message was rejected; a small fixed set, used as a metric label and
+/// as the dead-letter `reason` header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum RejectReason {
+    TooLarge,
+    NotUtf8,
+    InvalidJson,
+    NotObject,
+    MissingField,
+    WrongType,
+    BadTimestamp,
+    OutOfRange,
+    UnknownCurrency,
+    FutureTimestamp,
+}
+
+impl RejectReason {
+    pub const ALL: [RejectReason; 10] = [
+        RejectReason::TooLarge,
+        RejectReason::NotUtf8,
+        RejectReason::InvalidJson,
+        RejectReason::NotObject,
+        RejectReason::MissingField,
+        RejectReason::WrongType,
+        RejectReason::BadTimestamp,
+        RejectReason::OutOfRange,
+        RejectReason::UnknownCurrency,
+        RejectReason::FutureTimestamp,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RejectReason::TooLarge => "too_large",
+            RejectReason::NotUtf8 => "not_utf8",
+            RejectReason::InvalidJson => "invalid_json",
+            RejectReason::NotObject => "not_object",
+            RejectReason::MissingField => "missing_field",
+            RejectReason::WrongType => "wrong_type",
+            RejectReason::BadTimestamp => "bad_timestamp",
+            RejectReason::OutOfRange => "out_of_range",
+            RejectReason::UnknownCurrency => "unknown_currency",
+            RejectReason::FutureTimestamp => "future_timestamp",
+        }
+    }
+}
+
+impl fmt::Display for RejectReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A rejected message: the reason code and a human-readable detail that
+/// names the field (never its value, which may be personal data).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    pub reason: RejectReason,
+    pub detail: String,
+}
+
+impl Rejection {
+    pub fn new(reason: RejectReason, detail: impl Into<String>) -> Self {
+        Rejection {
+            reason,
+            detail: detail.into(),
+        }
+    }
+}
+
+impl fmt::Display for Rejection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.reason, self.detail)
+    }
+}
+
+impl std::error::Error for Rejection {}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CallOutcome {
+    Connected,
+    NoAnswer,
+    Voicemail,
+    Busy,
+    Other,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SurveyKind {
+    Nps,
+    Csat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimeCategory {
+    Selling,
+    Admin,
+    Other,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SpendCategory {
+    Sales,
+    Marketing,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QuotaPeriod {
+    Month,
+    Quarter,
+}
+
+/// A validated canonical event. Strings borrow from the message bytes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Event<'a> {
+    pub id: Cow<'a, str>,
+    /// `occurred_at`, microseconds since the Unix epoch.
+    pub at: i64,
+    pub rep: Option<Cow<'a, str>>,
+    pub team: Option<Cow<'a, str>>,
+    pub body: Body<'a>,
+}
+
+/// The type-specific part of an event. Amounts are micro-units of the base
+/// currency, durations micro-seconds, times microseconds since the epoch.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Body<'a> {
+    LeadCreated {
+        lead: Cow<'a, str>,
+    },
+    LeadConverted {
+        lead: Cow<'a, str>,
+    },
+    CallLogged {
+        lead: Option<Cow<'a, str>>,
+        duration: i64,
+        outcome: CallOutcome,
+    },
+    EmailSent {
+        lead: Option<Cow<'a, str>>,
+    },
+    MeetingScheduled {
+        meeting: Cow<'a, str>,
+        scheduled_for: i64,
+        lead: Option<Cow<'a, str>>,
+    },
+    MeetingRescheduled {
+        meeting: Cow<'a, str>,
+        scheduled_for: i64,
+    },
+    MeetingHeld {
+        meeting: Cow<'a, str>,
+    },
+    MeetingCanceled {
+        meeting: Cow<'a, str>,
+    },
+    MeetingNoShow {
+        meeting: Cow<'a, str>,
+    },
+    DealCreated {
+        deal: Cow<'a, str>,
+        amount: i64,
+        stage: Option<Cow<'a, str>>,
+    },
+    DealStageChanged {
+        deal: Cow<'a, str>,
+        to_stage: Cow<'a, str>,
+        amount: Option<i64>,
+    },
+    DealAmountChanged {
+        deal: Cow<'a, str>,
+        amount: i64,
+    },
+    DealWon {
+        deal: Cow<'a, str>,
+        amount: Option<i64>,
+    },
+    DealLost {
+        deal: Cow<'a, str>,
+    },
+    SubscriptionStarted {
+        account: Cow<'a, str>,
+        mrr: i64,
+    },
+    SubscriptionChanged {
+        account: Cow<'a, str>,
+        mrr: i64,
+    },
+    /// `subscription.canceled` and `customer.churned`: the same effect.
+    SubscriptionCanceled {
+        account: Cow<'a, str>,
+    },
+    SurveyResponded {
+        kind: SurveyKind,
+        score: u8,
+        account: Option<Cow<'a, str>>,
+    },
+    TimeLogged {
+        category: TimeCategory,
+        duration: i64,
+    },
+    SpendRecorded {
+        amount: i64,
+        category: SpendCategory,
+    },
+    QuotaSet {
+        period: QuotaPeriod,
+        amount: i64,
+    },
+}
+
+impl Body<'_> {
+    /// The deal this event is about, for `deal.*` events.
+    pub fn deal(&self) -> Option<&str> {
+        match self {
+            Body::DealCreated { deal, .. }
+            | Body::DealStageChanged { deal, .. }
+            | Body::DealAmountChanged { deal, .. }
+            | Body::DealWon { deal, .. }
+            | Body::DealLost { deal } => Some(deal),
+            _ => None,
+        }
+    }
+}
+
+/// The result of parsing one message.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Parsed<'a> {
+    Event(Event<'a>),
+    /// A valid envelope whose `type` is not one of events.md: ignored.
+    Unknown {
+        id: Cow<'a, str>,
+        at: i64,
+    },
+}
+
+/// What the parser needs from the configuration.
+#[derive(Debug, Clone)]
+pub struct ParseOptions {
+    pub max_message_bytes: usize,
+    pub rates: Rates,
+}
+
+/// Parses and validates one message.
+pub fn parse<'a>(bytes: &'a [u8], opts: &ParseOptions) -> Result<Parsed<'a>, Rejection> {
+    parse_envelope(bytes, opts)?.validate(opts)
+}
+
+/// A message whose envelope (`id`, `type`, `occurred_at`) is valid; its
+/// type-specific fields are not validated yet. A redelivery of an applied
+/// event is recognised from the envelope alone, so a corrupted copy of an
+/// event already counted is a duplicate, not a rejection.
+#[derive(Debug)]
+pub struct Envelope<'a> {
+    pub id: Cow<'a, str>,
+    pub at: i64,
+    kind: Cow<'a, str>,
+    raw: Raw<'a>,
+}
+
+/// Parses one message and validates its envelope.
+pub fn parse_envelope<'a>(bytes: &'a [u8], opts: &ParseOptions) -> Result<Envelope<'a>, Rejection> {
+    if bytes.len() > opts.max_message_bytes {
+        return Err(Rejection::new(
+            RejectReason::TooLarge,
+            format!(
+                "message of {} bytes exceeds the limit of {} bytes",
+                bytes.len(),
+                opts.max_message_bytes
+            ),
+        ));
+    }
+    let text = std::str::from_utf8(bytes).map_err(|e| {
+        Rejection::new(
+            RejectReason::NotUtf8,
+            format!("invalid utf-8 at byte {}", e.valid_up_to()),
+        )
+    })?;
+    let first = text.bytes().find(|b| !b.is_ascii_whitespace());
+    if first != Some(b'{') {
+        return Err(match serde_json::from_str::<IgnoredAny>(text) {
+            Ok(_) => Rejection::new(RejectReason::NotObject, "message is not a json object"),
+            Err(e) => json_error(&e),
+        });
+    }
+    let mut raw: Raw<'a> = serde_json::from_str(text).map_err(|e| json_error(&e))?;
+    let id = req_str(std::mem::take(&mut raw.id), "id", ID_LEN)?;
+    let kind = match std::mem::take(&mut raw.kind) {
+        Val::Absent | Val::Null => return Err(missing("type")),
+        Val::Str(s) => s,
+        _ => return Err(wrong_type("type", "a string")),
+    };
+    let at = timestamp(&raw.occurred_at, "occurred_at")?;
+    Ok(Envelope { id, at, kind, raw })
+}
+
+impl<'a> Envelope<'a> {
+    /// Validates the type-specific fields.
+    pub fn validate(self, opts: &ParseOptions) -> Result<Parsed<'a>, Rejection> {
+        self.raw.validate(self.id, self.kind, self.at, opts)
+    }
+}
+
+fn json_error(e: &serde_json::Error) -> Rejection {
+    Rejection::new(
+        RejectReason::InvalidJson,
+        format!("invalid json at line {} column {}", e.line(), e.column()),
+    )
+}
+
+/// A JSON value as it came, so that validation can tell a missing field from
+/// one of the wrong type, and borrow strings without copying them.
+#[derive(Debug, Default, Clone, PartialEq)]
+enum Val<'a> {
+    #[default]
+    Absent,
+    Null,
+    Str(Cow<'a, str>),
+    Int(i64),
+    Float(f64),
+    Other,
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Val<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
+            type Value = Val<'a>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("any json value")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Val<'a>, E> {
+                Ok(Val::Str(Cow::Borrowed(v)))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Val<'a>, E> {
+                Ok(Val::Str(Cow::Owned(v.to_owned())))
+            }
+            fn visit_string<E: de::Error>(self, v: String) -> Result<Val<'a>, E> {
+                Ok(Val::Str(Cow::Owned(v)))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Val<'a>, E> {
+                Ok(Val::Int(v))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Val<'a>, E> {
+                Ok(i64::try_from(v).map_or(Val::Float(v as f64), Val::Int))
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Val<'a>, E> {
+                Ok(Val::Float(v))
+            }
+            fn visit_bool<E: de::Error>(self, _: bool) -> Result<Val<'a>, E> {
+                Ok(Val::Other)
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Val<'a>, E> {
+                Ok(Val::Null)
+            }
+            fn visit_none<E: de::Error>(self) -> Result<Val<'a>, E> {
+                Ok(Val::Null)
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Val<'a>, A::Error> {
+                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                Ok(Val::Other)
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Val<'a>, A::Error> {
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(Val::Other)
+            }
+        }
+        d.deserialize_any(V(std::marker::PhantomData))
+    }
+}
+
+/// Every field of every type; unknown fields are skipped by serde.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct Raw<'a> {
+    #[serde(borrow)]
+    id: Val<'a>,
+    #[serde(borrow, rename = "type")]
+    kind: Val<'a>,
+    #[serde(borrow)]
+    occurred_at: Val<'a>,
+    #[serde(borrow)]
+    rep_id: Val<'a>,
+    #[serde(borrow)]
+    team_id: Val<'a>,
+    #[serde(borrow)]
+    source: Val<'a>,
+    #[serde(borrow)]
+    lead_id: Val<'a>,
+    #[serde(borrow)]
+    deal_id: Val<'a>,
+    #[serde(borrow)]
+    call_id: Val<'a>,
+    #[serde(borrow)]
+    email_id: Val<'a>,
+    #[serde(borrow)]
+    meeting_id: Val<'a>,
+    #[serde(borrow)]
+    account_id: Val<'a>,
+    #[serde(borrow)]
+    duration_seconds: Val<'a>,
+    #[serde(borrow)]
+    outcome: Val<'a>,
+    #[serde(borrow)]
+    scheduled_for: Val<'a>,
+    #[serde(borrow)]
+    amount: Val<'a>,
+    #[serde(borrow)]
+    currency: Val<'a>,
+    #[serde(borrow)]
+    stage: Val<'a>,
+    #[serde(borrow)]
+    to_stage: Val<'a>,
+    #[serde(borrow)]
+    from_stage: Val<'a>,
+    #[serde(borrow)]
+    reason: Val<'a>,
+    #[serde(borrow)]
+    mrr: Val<'a>,
+    #[serde(borrow, rename = "kind")]
+    survey_kind: Val<'a>,
+    #[serde(borrow)]
+    score: Val<'a>,
+    #[serde(borrow)]
+    category: Val<'a>,
+    #[serde(borrow)]
+    period: Val<'a>,
+}
+
+type R<T> = Result<T, Rejection>;
+
+fn missing(field: &str) -> Rejection {
+    Rejection::new(
+        RejectReason::MissingField,
+        format!("missing field `{field}`"),
+    )
+}
+
+fn wrong_type(field: &str, expected: &str) -> Rejection {
+    Rejection::new(
+        RejectReason::WrongType,
+        format!("field `{field}` must be {expected}"),
+    )
+}
+
+fn out_of_range(field: &str, what: &str) -> Rejection {
+    Rejection::new(RejectReason::OutOfRange, format!("field `{field}` {what}"))
+}
+
+/// An optional string; `null` counts as absent.
+fn opt_str<'a>(v: Val<'a>, field: &str, max_len: usize) -> R<Option<Cow<'a, str>>> {
+    match v {
+        Val::Absent | Val::Null => Ok(None),
+        Val::Str(s) if s.is_empty() || s.len() > max_len => Err(out_of_range(
+            field,
+            &format!("must be 1 to {max_len} bytes long"),
+        )),
+        Val::Str(s) => Ok(Some(s)),
+        _ => Err(wrong_type(field, "a string")),
+    }
+}
+
+fn req_str<'a>(v: Val<'a>, field: &str, max_len: usize) -> R<Cow<'a, str>> {
+    opt_str(v, field, max_len)?.ok_or_else(|| missing(field))
+}
+
+const ID_LEN: usize = 256;
+const REP_LEN: usize = 128;
+
+fn opt_num(v: &Val<'_>, field: &str) -> R<Option<f64>> {
+    match v {
+        Val::Absent | Val::Null => Ok(None),
+        Val::Int(i) => Ok(Some(*i as f64)),
+        Val::Float(f) => Ok(Some(*f)),
+        _ => Err(wrong_type(field, "a number")),
+    }
+}
+
+fn timestamp(v: &Val<'_>, field: &str) -> R<i64> {
+    match v {
+        Val::Absent | Val::Null => Err(missing(field)),
+        Val::Str(s) => parse_timestamp(s).ok_or_else(|| {
+            Rejection::new(
+                RejectReason::BadTimestamp,
+                format!("field `{field}` is not an rfc 3339 timestamp with offset"),
+            )
+        }),
+        _ => Err(wrong_type(field, "an rfc 3339 timestamp string")),
+    }
+}
+
+/// RFC 3339 with an offset, to microseconds since the epoch.
+pub fn parse_timestamp(s: &str) -> Option<i64> {
+    let dt = chrono::DateTime::parse_from_rfc3339(s).ok()?;
+    dt.timestamp_micros().into()
+}
+
+/// Formats microseconds since the epoch as RFC 3339 UTC with microseconds.
+pub fn format_timestamp(micros: i64) -> String {
+    match chrono::DateTime::from_timestamp_micros(micros) {
+        Some(dt) => dt.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string(),
+        None => String::from("invalid"),
+    }
+}
+
+impl<'a> Raw<'a> {
+    fn validate(
+        self,
+        id: Cow<'a, str>,
+        kind: Cow<'a, str>,
+        at: i64,
+        opts: &ParseOptions,
+    ) -> R<Parsed<'a>> {
+        let rep = opt_str(self.rep_id, "rep_id", REP_LEN)?;
+        let team = opt_str(self.team_id, "team_id", REP_LEN)?;
+        if !matches!(self.source, Val::Absent | Val::Null | Val::Str(_)) {
+            return Err(wrong_type("source", "a string"));
+        }
+        let need_rep = |rep: &Option<Cow<'a, str>>| {
+            if rep.is_none() {
+                Err(missing("rep_id"))
+            } else {
+                Ok(())
+            }
+        };
+        // Money is converted once, here, into base-currency micro-units.
+        let currency = opt_str(self.currency.clone(), "currency", 16)?;
+        let rate = match &currency {
+            None => 1.0,
+            Some(c) => opts.rates.rate(c).ok_or_else(|| {
+                Rejection::new(
+                    RejectReason::UnknownCurrency,
+                    "field `currency` has no configured exchange rate",
+                )
+            })?,
+        };
+        let money = |v: &Val<'_>, field: &str| -> R<Option<i64>> {
+            match opt_num(v, field)? {
+                None => Ok(None),
+                Some(x) if !(0.0..=MAX_AMOUNT).contains(&x) => Err(out_of_range(
+                    field,
+                    &format!("must be between 0 and {MAX_AMOUNT}"),
+                )),
+                Some(x) => Ok(Some((x * rate * MICRO).round() as i64)),
+            }
+        };
+        let duration = |v: &Val<'_>, positive: bool| -> R<Option<i64>> {
+            match opt_num(v, "duration_seconds")? {
+                None => Ok(None),
+                Some(x) if !(0.0..=MAX_DURATION_SECONDS).contains(&x) || (positive && x == 0.0) => {
+                    Err(out_of_range(
+                        "duration_seconds",
+                        if positive {
+                            "must be > 0 and at most one year"
+                        } else {
+                            "must be >= 0 and at most one year"
+                        },
+                    ))
+                }
+                Some(x) => Ok(Some((x * MICRO).round() as i64)),
+            }
+        };
+        let body = match &*kind {
+            "lead.created" => Body::LeadCreated {
+                lead: req_str(self.lead_id, "lead_id", ID_LEN)?,
+            },
+            "lead.converted" => {
+                opt_str(self.deal_id, "deal_id", ID_LEN)?;
+                Body::LeadConverted {
+                    lead: req_str(self.lead_id, "lead_id", ID_LEN)?,
+                }
+            }
+            "call.logged" => {
+                req_str(self.call_id, "call_id", ID_LEN)?;
+                need_rep(&rep)?;
+                opt_str(self.deal_id, "deal_id", ID_LEN)?;
+                let outcome = match opt_str(self.outcome, "outcome", 32)?.as_deref() {
+                    None | Some("other") => CallOutcome::Other,
+                    Some("connected") => CallOutcome::Connected,
+                    Some("no_answer") => CallOutcome::NoAnswer,
+                    Some("voicemail") => CallOutcome::Voicemail,
+                    Some("busy") => CallOutcome::Busy,
+                    Some(_) => return Err(out_of_range("outcome", "is not a known call outcome")),
+                };
+                Body::CallLogged {
+                    lead: opt_str(self.lead_id, "lead_id", ID_LEN)?,
+                    duration: duration(&self.duration_seconds, false)?.unwrap_or(0),
+                    outcome,
+                }
+            }
+            "email.sent" => {
+                req_str(self.email_id, "email_id", ID_LEN)?;
+                need_rep(&rep)?;
+                opt_str(self.deal_id, "deal_id", ID_LEN)?;
+                Body::EmailSent {
+                    lead: opt_str(self.lead_id, "lead_id", ID_LEN)?,
+                }
+            }
+            "meeting.scheduled" => {
+                let meeting = req_str(self.meeting_id, "meeting_id", ID_LEN)?;
+                need_rep(&rep)?;
+                opt_str(self.deal_id, "deal_id", ID_LEN)?;
+                Body::MeetingScheduled {
+                    meeting,
+                    scheduled_for: timestamp(&self.scheduled_for, "scheduled_for")?,
+                    lead: opt_str(self.lead_id, "lead_id", ID_LEN)?,
+                }
+            }
+            "meeting.rescheduled" => Body::MeetingRescheduled {
+                meeting: req_str(self.meeting_id, "meeting_id", ID_LEN)?,
+                scheduled_for: timestamp(&self.scheduled_for, "scheduled_for")?,
+            },
+            "meeting.held" => Body::MeetingHeld {
+                meeting: req_str(self.meeting_id, "meeting_id", ID_LEN)?,
+            },
+            "meeting.canceled" => Body::MeetingCanceled {
+                meeting: req_str(self.meeting_id, "meeting_id", ID_LEN)?,
+            },
+            "meeting.no_show" => Body::MeetingNoShow {
+                meeting: req_str(self.meeting_id, "meeting_id", ID_LEN)?,
+            },
+            "deal.created" => {
+                let deal = req_str(self.deal_id, "deal_id", ID_LEN)?;
+                need_rep(&rep)?;
+                Body::DealCreated {
+                    deal,
+                    amount: money(&self.amount, "amount")?.unwrap_or(0),
+                    stage: opt_str(self.stage, "stage", ID_LEN)?,
+                }
+            }
+            "deal.stage_changed" => {
+                let deal = req_str(self.deal_id, "deal_id", ID_LEN)?;
+                let to_stage = req_str(self.to_stage, "to_stage", ID_LEN)?;
+                opt_str(self.from_stage, "from_stage", ID_LEN)?;
+                Body::DealStageChanged {
+                    deal,
+                    to_stage,
+                    amount: money(&self.amount, "amount")?,
+                }
+            }
+            "deal.amount_changed" => {
+                let deal = req_str(self.deal_id, "deal_id", ID_LEN)?;
+                Body::DealAmountChanged {
+                    deal,
+                    amount: money(&self.amount, "amount")?.ok_or_else(|| missing("amount"))?,
+                }
+            }
+            "deal.won" => Body::DealWon {
+                deal: req_str(self.deal_id, "deal_id", ID_LEN)?,
+                amount: money(&self.amount, "amount")?,
+            },
+            "deal.lost" => {
+                let deal = req_str(self.deal_id, "deal_id", ID_LEN)?;
+                opt_str(self.reason, "reason", 1024)?;
+                Body::DealLost { deal }
+            }
+            "subscription.started" | "subscription.changed" => {
+                let account = req_str(self.account_id, "account_id", ID_LEN)?;
+                let mrr = money(&self.mrr, "mrr")?.ok_or_else(|| missing("mrr"))?;
+                if &*kind == "subscription.started" {
+                    Body::SubscriptionStarted { account, mrr }
+                } else {
+                    Body::SubscriptionChanged { account, mrr }
+                }
+            }
+            "subscription.canceled" | "customer.churned" => Body::SubscriptionCanceled {
+                account: req_str(self.account_id, "account_id", ID_LEN)?,
+            },
+            "survey.responded" => {
+                let kind = match opt_str(self.survey_kind, "kind", 16)?.as_deref() {
+                    None => return Err(missing("kind")),
+                    Some("nps") => SurveyKind::Nps,
+                    Some("csat") => SurveyKind::Csat,
+                    Some(_) => return Err(out_of_range("kind", "must be nps or csat")),
+                };
+                let score = match self.score {
+                    Val::Absent | Val::Null => return Err(missing("score")),
+                    Val::Int(i) => i,
+                    _ => return Err(wrong_type("score", "an integer")),
+                };
+                let range = match kind {
+                    SurveyKind::Nps => 0..=10,
+                    SurveyKind::Csat => 1..=5,
+                };
+                if !range.contains(&score) {
+                    return Err(out_of_range("score", "is outside the scale of its kind"));
+                }
+                Body::SurveyResponded {
+                    kind,
+                    score: score as u8,
+                    account: opt_str(self.account_id, "account_id", ID_LEN)?,
+                }
+            }
+            "time.logged" => {
+                need_rep(&rep)?;
+                let category = match opt_str(self.category, "category", 16)?.as_deref() {
+                    None => return Err(missing("category")),
+                    Some("selling") => TimeCategory::Selling,
+                    Some("admin") => TimeCategory::Admin,
+                    Some("other") => TimeCategory::Other,
+                    Some(_) => {
+                        return Err(out_of_range("category", "must be selling, admin or other"))
+                    }
+                };
+                Body::TimeLogged {
+                    category,
+                    duration: duration(&self.duration_seconds, true)?
+                        .ok_or_else(|| missing("duration_seconds"))?,
+                }
+            }
+            "spend.recorded" => {
+                let category = match opt_str(self.category, "category", 16)?.as_deref() {
+                    None => return Err(missing("category")),
+                    Some("sales") => SpendCategory::Sales,
+                    Some("marketing") => SpendCategory::Marketing,
+                    Some(_) => return Err(out_of_range("category", "must be sales or marketing")),
+                };
+                Body::SpendRecorded {
+                    amount: money(&self.amount, "amount")?.ok_or_else(|| missing("amount"))?,
+                    category,
+                }
+            }
+            "quota.set" => {
+                need_rep(&rep)?;
+                let period = match opt_str(self.period, "period", 16)?.as_deref() {
+                    None => return Err(missing("period")),
+                    Some("month") => QuotaPeriod::Month,
+                    Some("quarter") => QuotaPeriod::Quarter,
+                    Some(_) => return Err(out_of_range("period", "must be month or quarter")),
+                };
+                Body::QuotaSet {
+                    period,
+                    amount: money(&self.amount, "amount")?.ok_or_else(|| missing("amount"))?,
+                }
+            }
+            _ => return Ok(Parsed::Unknown { id, at }),
+        };
+        Ok(Parsed::Event(Event {
+            id,
+            at,
+            rep,
+            team,
+            body,
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn opts() -> ParseOptions {
+        ParseOptions {
+            max_message_bytes: 1024,
+            rates: Rates::default_table(),
+        }
+    }
+
+    fn reason(msg: &str) -> RejectReason {
+        parse(msg.as_bytes(), &opts()).unwrap_err().reason
+    }
+
+    const CALL: &str = r#"{"id":"e1","type":"call.logged","occurred_at":"2026-03-08T10:00:00+01:00","call_id":"c1","rep_id":"r1","duration_seconds":12.5,"outcome":"connected","extra":{"x":[1,2]}}"#;
+
+    #[test]
+    fn parses_a_call_with_offset_and_unknown_fields() {
+        let Parsed::Event(e) = parse(CALL.as_bytes(), &opts()).unwrap() else {
+            panic!("not an event")
+        };
+        assert_eq!(e.id, "e1");
+        assert_eq!(e.at, parse_timestamp("2026-03-08T09:00:00Z").unwrap());
+        assert_eq!(e.rep.as_deref(), Some("r1"));
+        assert_eq!(
+            e.body,
+            Body::CallLogged {
+                lead: None,
+                duration: 12_500_000,
+                outcome: CallOutcome::Connected
+            }
+        );
+    }
+
+    #[test]
+    fn unknown_type_with_valid_envelope_is_unknown() {
+        let p = parse(
+            br#"{"id":"x","type":"note.added","occurred_at":"2026-03-08T10:00:00Z"}"#,
+            &opts(),
+        )
+        .unwrap();
+        assert!(matches!(p, Parsed::Unknown { .. }));
+    }
+
+    #[test]
+    fn converts_currency_to_base_micro_units() {
+        let msg = r#"{"id":"d","type":"deal.created","occurred_at":"2026-03-08T10:00:00Z","deal_id":"d1","rep_id":"r","amount":100,"currency":"EUR"}"#;
+        let Parsed::Event(e) = parse(msg.as_bytes(), &opts()).unwrap() else {
+            panic!()
+        };
+        assert!(matches!(
+            e.body,
+            Body::DealCreated {
+                amount: 108_000_000,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn every_reject_reason() {
+        let big = format!(r#"{{"id":"{}"}}"#, "x".repeat(2000));
+        assert_eq!(reason(&big), RejectReason::TooLarge);
+        assert_eq!(
+            parse(b"\xff\xfe garbage", &opts()).unwrap_err().reason,
+            RejectReason::NotUtf8
+        );
+        assert_eq!(reason("{not json"), RejectReason::InvalidJson);
+        assert_eq!(reason(r#"{"id":"a","id":"b"}"#), RejectReason::InvalidJson);
+        assert_eq!(reason(r#"[{"id":"a"}]"#), RejectReason::NotObject);
+        assert_eq!(reason("42"), RejectReason::NotObject);
+        assert_eq!(
+            reason(r#"{"id":"e","type":"call.logged","call_id":"c","rep_id":"r"}"#),
+            RejectReason::MissingField
+        );
+        assert_eq!(
+            reason(
+                r#"{"id":"e","type":"call.logged","occurred_at":"2026-03-08T10:00:00Z","call_id":"c","rep_id":null}"#
+            ),
+            RejectReason::MissingField
+        );
+        assert_eq!(
+            reason(
+                r#"{"id":"e","type":"call.logged","occurred_at":"2026-03-08T10:00:00Z","call_id":"c","rep_id":7}"#
+            ),
+            RejectReason::WrongType
+        );
+        assert_eq!(
+            reason(
+                r#"{"id":"e","type":"lead.created","occurred_at":"2026-03-08 10:00","lead_id":"l"}"#
+            ),
+            RejectReason::BadTimestamp
+        );
+        assert_eq!(
+            reason(
+                r#"{"id":"e","type":"lead.created","occurred_at":"2026-03-08T10:00:00","lead_id":"l"}"#
+            ),
+            RejectReason::BadTimestamp
+        );
+        assert_eq!(
+            reason(
+                r#"{"id":"e","type":"deal.created","occurred_at":"2026-03-08T10:00:00Z","deal_id":"d","rep_id":"r","amount":-5}"#
+            ),
+            RejectReason::OutOfRange
+        );
+        assert_eq!(
+            reason(
+                r#"{"id":"e","type":"survey.responded","occurred_at":"2026-03-08T10:00:00Z","kind":"csat","score":0}"#
+            ),
+            RejectReason::OutOfRange
+        );
+        assert_eq!(
+            reason(
+                r#"{"id":"","type":"lead.created","occurred_at":"2026-03-08T10:00:00Z","lead_id":"l"}"#
+            ),
+            RejectReason::OutOfRange
+        );
+        assert_eq!(
+            reason(
+                r#"{"id":"e","type":"deal.won","occurred_at":"2026-03-08T10:00:00Z","deal_id":"d","amount":10,"currency":"XXX"}"#
+            ),
+            RejectReason::UnknownCurrency
+        );
+    }
+
+    #[test]
+    fn score_must_be_an_integer_token() {
+        assert_eq!(
+            reason(
+                r#"{"id":"e","type":"survey.responded","occurred_at":"2026-03-08T10:00:00Z","kind":"nps","score":9.5}"#
+            ),
+            RejectReason::WrongType
+        );
+    }
+
+    #[test]
+    fn time_logged_needs_a_positive_duration() {
+        assert_eq!(
+            reason(
+                r#"{"id":"e","type":"time.logged","occurred_at":"2026-03-08T10:00:00Z","rep_id":"r","category":"selling","duration_seconds":0}"#
+            ),
+            RejectReason::OutOfRange
+        );
+    }
+
+    #[test]
+    fn escaped_strings_are_owned_not_lost() {
+        let msg = r#"{"id":"e\u0031","type":"lead.created","occurred_at":"2026-03-08T10:00:00Z","lead_id":"l"}"#;
+        let Parsed::Event(e) = parse(msg.as_bytes(), &opts()).unwrap() else {
+            panic!()
+        };
+        assert_eq!(e.id, "e1");
+    }
+
+    #[test]
+    fn timestamps_round_trip_in_utc() {
+        let t = parse_timestamp("2026-04-26T23:52:57.059+00:00").unwrap();
+        assert_eq!(format_timestamp(t), "2026-04-26T23:52:57.059000Z");
+    }
+}

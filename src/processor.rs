@@ -1,0 +1,155 @@
+//! The pure message path: bytes in, one [`Outcome`] out, state updated.
+//!
+//! A [`Processor`] owns one partition's [`Engine`] and counts outcomes. It
+//! parses and validates the message, checks the clock skew on the wall
+//! clock, then offers the event to the engine. No I/O, no clock reads: the
+//! caller passes the wall time in.
+
+use crate::config::{ClockMode, EngineConfig};
+use crate::engine::{Engine, Skip};
+use crate::event::{self, Parsed, RejectReason, Rejection};
+
+/// Why a valid message was dropped without changing any KPI.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum IgnoreReason {
+    UnknownType,
+    ClosedDeal,
+}
+
+impl IgnoreReason {
+    pub const ALL: [IgnoreReason; 2] = [IgnoreReason::UnknownType, IgnoreReason::ClosedDeal];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IgnoreReason::UnknownType => "unknown_type",
+            IgnoreReason::ClosedDeal => "closed_deal",
+        }
+    }
+}
+
+/// What became of one message: exactly one of these, always.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Applied,
+    Duplicate,
+    Ignored(IgnoreReason),
+    Rejected(Rejection),
+}
+
+impl Outcome {
+    pub fn label(&self) -> &'static str {
+        match self {
+            Outcome::Applied => "applied",
+            Outcome::Duplicate => "duplicate",
+            Outcome::Ignored(_) => "ignored",
+            Outcome::Rejected(_) => "rejected",
+        }
+    }
+}
+
+/// Outcome counts, with rejections and ignores by reason.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Counts {
+    pub applied: u64,
+    pub duplicate: u64,
+    pub ignored: [u64; IgnoreReason::ALL.len()],
+    pub rejected: [u64; RejectReason::ALL.len()],
+}
+
+impl Counts {
+    pub fn record(&mut self, o: &Outcome) {
+        match o {
+            Outcome::Applied => self.applied += 1,
+            Outcome::Duplicate => self.duplicate += 1,
+            Outcome::Ignored(r) => self.ignored[*r as usize] += 1,
+            Outcome::Rejected(r) => self.rejected[r.reason as usize] += 1,
+        }
+    }
+
+    pub fn ignored_total(&self) -> u64 {
+        self.ignored.iter().sum()
+    }
+
+    pub fn rejected_total(&self) -> u64 {
+        self.rejected.iter().sum()
+    }
+
+    pub fn total(&self) -> u64 {
+        self.applied + self.duplicate + self.ignored_total() + self.rejected_total()
+    }
+
+    pub fn merge(&mut self, other: &Counts) {
+        self.applied += other.applied;
+        self.duplicate += other.duplicate;
+        for (a, b) in self.ignored.iter_mut().zip(other.ignored) {
+            *a += b;
+        }
+        for (a, b) in self.rejected.iter_mut().zip(other.rejected) {
+            *a += b;
+        }
+    }
+
+    /// The `outcomes` object of the replay document.
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "applied": self.applied,
+            "duplicate": self.duplicate,
+            "ignored": self.ignored_total(),
+            "rejected": self.rejected_total(),
+        })
+    }
+}
+
+pub struct Processor {
+    pub engine: Engine,
+    pub counts: Counts,
+}
+
+impl Processor {
+    pub fn new(cfg: EngineConfig) -> Self {
+        Processor {
+            engine: Engine::new(cfg),
+            counts: Counts::default(),
+        }
+    }
+
+    /// Processes one message. `wall_now` (microseconds since the epoch) is
+    /// only read on the wall clock.
+    pub fn process(&mut self, bytes: &[u8], wall_now: i64) -> Outcome {
+        let outcome = self.classify(bytes, wall_now);
+        self.counts.record(&outcome);
+        outcome
+    }
+
+    fn classify(&mut self, bytes: &[u8], wall_now: i64) -> Outcome {
+        let cfg = self.engine.config();
+        let wall = cfg.clock == ClockMode::Wall;
+        let skew = cfg.max_clock_skew;
+        let envelope = match event::parse_envelope(bytes, &cfg.parse) {
+            Err(r) => return Outcome::Rejected(r),
+            Ok(envelope) => envelope,
+        };
+        if self.engine.is_duplicate(&envelope.id) {
+            return Outcome::Duplicate;
+        }
+        let ev = match envelope.validate(&cfg.parse) {
+            Err(r) => return Outcome::Rejected(r),
+            Ok(Parsed::Unknown { .. }) => return Outcome::Ignored(IgnoreReason::UnknownType),
+            Ok(Parsed::Event(ev)) => ev,
+        };
+        if wall {
+            if ev.at > wall_now.saturating_add(skew) {
+                return Outcome::Rejected(Rejection::new(
+                    RejectReason::FutureTimestamp,
+                    "occurred_at is further ahead of the wall clock than limits.max_clock_skew",
+                ));
+            }
+            self.engine.set_now(wall_now);
+        }
+        match self.engine.offer(&ev) {
+            Ok(()) => Outcome::Applied,
+            Err(Skip::Duplicate) => Outcome::Duplicate,
+            Err(Skip::ClosedDeal) => Outcome::Ignored(IgnoreReason::ClosedDeal),
+        }
+    }
+}
