@@ -298,20 +298,22 @@ mod tests {
     const MIN: i64 = 60 * SECOND;
 
     fn plan() -> WindowPlan {
-        let mut cfg = EngineConfig::default();
-        cfg.sliding = vec![
-            Sliding {
-                name: "5m".into(),
-                length: 5 * MIN,
-                granularity: MIN,
-            },
-            Sliding {
-                name: "3m".into(),
-                length: 3 * MIN,
-                granularity: MIN,
-            },
-        ];
-        cfg.calendar = vec![Calendar::Month];
+        let cfg = EngineConfig {
+            sliding: vec![
+                Sliding {
+                    name: "5m".into(),
+                    length: 5 * MIN,
+                    granularity: MIN,
+                },
+                Sliding {
+                    name: "3m".into(),
+                    length: 3 * MIN,
+                    granularity: MIN,
+                },
+            ],
+            calendar: vec![Calendar::Month],
+            ..EngineConfig::default()
+        };
         WindowPlan::new(&cfg, 2)
     }
 

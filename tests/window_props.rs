@@ -1,0 +1,266 @@
+//! Property tests: windowed sums equal a naive recomputation from every
+//! contribution, for random event times, arrival orders and clock advances.
+
+mod common;
+
+use proptest::prelude::*;
+use serde_json::json;
+
+use common::{doc, ev, feed, num};
+use kpistream::config::{Calendar, EngineConfig, Sliding, SECOND};
+use kpistream::engine::window::{calendar_period, Clock, Series, WindowPlan};
+use kpistream::event::format_timestamp;
+
+const MIN: i64 = 60 * SECOND;
+/// 2026-03-30T00:00:00Z: near a month and quarter boundary.
+const BASE: i64 = 1_774_828_800 * SECOND;
+
+fn small_windows() -> EngineConfig {
+    EngineConfig {
+        sliding: vec![
+            Sliding {
+                name: "10m".into(),
+                length: 10 * MIN,
+                granularity: MIN,
+            },
+            Sliding {
+                name: "1h".into(),
+                length: 60 * MIN,
+                granularity: 5 * MIN,
+            },
+            Sliding {
+                name: "3h".into(),
+                length: 180 * MIN,
+                granularity: MIN,
+            },
+            Sliding {
+                name: "2d".into(),
+                length: 2 * 1_440 * MIN,
+                granularity: 1_440 * MIN,
+            },
+        ],
+        calendar: vec![Calendar::Month, Calendar::Quarter],
+        ..EngineConfig::default()
+    }
+}
+
+/// Does a contribution at `t` count in the window at `now`? (kpis.md)
+fn in_window(cfg: &EngineConfig, w: usize, t: i64, now: i64) -> bool {
+    if w < cfg.sliding.len() {
+        let s = &cfg.sliding[w];
+        let (b, h) = (t.div_euclid(s.granularity), now.div_euclid(s.granularity));
+        b <= h && b > h - s.length / s.granularity
+    } else {
+        let cal = cfg.calendar[w - cfg.sliding.len()];
+        let (start, _) = calendar_period(cal, cfg.timezone, now);
+        start <= t && t <= now
+    }
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    /// Advance the clock by this many seconds.
+    Advance(i64),
+    /// Add `v` to `part` at `back` seconds before now.
+    Add { back: i64, part: usize, v: i64 },
+    /// Retract the n-th earlier addition (modulo the number made).
+    Retract(usize),
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        (0i64..4 * 3_600).prop_map(Op::Advance),
+        (0i64..3 * 86_400, 0usize..3, -5i64..50).prop_map(|(back, part, v)| Op::Add {
+            back,
+            part,
+            v
+        }),
+        any::<usize>().prop_map(Op::Retract),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    #[test]
+    fn series_sums_equal_a_naive_recount(ops in prop::collection::vec(op(), 1..200)) {
+        let cfg = small_windows();
+        let plan = WindowPlan::new(&cfg, 3);
+        let mut clock = Clock::new(&plan);
+        clock.set(&plan, BASE);
+        let mut series = Series::new(&plan, &clock);
+        let mut live: Vec<(i64, usize, i64)> = Vec::new();
+        let mut made: Vec<(i64, usize, i64)> = Vec::new();
+        for op in ops {
+            match op {
+                Op::Advance(s) => clock.set(&plan, clock.now + s * SECOND),
+                Op::Add { back, part, v } => {
+                    let t = clock.now - back * SECOND;
+                    series.add(&plan, &clock, t, part, v);
+                    live.push((t, part, v));
+                    made.push((t, part, v));
+                }
+                Op::Retract(n) if !made.is_empty() => {
+                    let (t, part, v) = made[n % made.len()];
+                    series.add(&plan, &clock, t, part, -v);
+                    live.push((t, part, -v));
+                }
+                Op::Retract(_) => {}
+            }
+            series.advance(&plan, &clock);
+            for w in 0..plan.n_windows {
+                for part in 0..3 {
+                    let naive: i64 = live
+                        .iter()
+                        .filter(|(t, p, _)| *p == part && in_window(&cfg, w, *t, clock.now))
+                        .map(|(_, _, v)| v)
+                        .sum();
+                    prop_assert_eq!(series.window(&plan, w)[part], naive, "window {} part {}", w, part);
+                }
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Call {
+    /// Seconds after BASE.
+    at: i64,
+    rep: usize,
+    secs: u32,
+}
+
+fn call() -> impl Strategy<Value = Call> {
+    (0i64..4 * 86_400, 0usize..3, 0u32..600).prop_map(|(at, rep, secs)| Call { at, rep, secs })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// Calls in a random arrival order: every rep, team and org count and
+    /// duration equals the recount over the calls in the window at the end.
+    #[test]
+    fn engine_counts_equal_a_naive_recount(calls in prop::collection::vec(call(), 1..80)) {
+        let mut cfg = small_windows();
+        cfg.teams.insert("r0".into(), "t0".into());
+        cfg.teams.insert("r1".into(), "t0".into());
+        let msgs: Vec<String> = calls
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                ev(
+                    &format!("e{i}"),
+                    "call.logged",
+                    &format_timestamp(BASE + c.at * SECOND),
+                    json!({"call_id": "c", "rep_id": format!("r{}", c.rep), "duration_seconds": c.secs}),
+                )
+            })
+            .collect();
+        let (mut p, _) = feed(cfg.clone(), &msgs);
+        let d = doc(&mut p);
+        let now = BASE + calls.iter().map(|c| c.at).max().unwrap() * SECOND;
+        for (w, name) in cfg.window_names().iter().enumerate() {
+            let live = |pred: &dyn Fn(&Call) -> bool| -> (f64, f64) {
+                calls
+                    .iter()
+                    .filter(|c| pred(c) && in_window(&cfg, w, BASE + c.at * SECOND, now))
+                    .fold((0.0, 0.0), |(n, s), c| (n + 1.0, s + c.secs as f64))
+            };
+            for rep in 0..3 {
+                if !calls.iter().any(|c| c.rep == rep) {
+                    continue;
+                }
+                let (n, s) = live(&|c| c.rep == rep);
+                prop_assert_eq!(num(&d, "rep", &format!("r{rep}"), name, "calls"), n);
+                prop_assert_eq!(num(&d, "rep", &format!("r{rep}"), name, "call_seconds"), s);
+            }
+            if calls.iter().any(|c| c.rep < 2) {
+                prop_assert_eq!(num(&d, "team", "t0", name, "calls"), live(&|c| c.rep < 2).0);
+            }
+            prop_assert_eq!(num(&d, "org", "all", name, "calls"), live(&|_| true).0);
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+enum MeetingOp {
+    Schedule { m: usize, at: i64, sf: i64 },
+    Held { m: usize, at: i64 },
+    NoShow { m: usize, at: i64 },
+    Cancel { m: usize, at: i64 },
+}
+
+fn meeting_op() -> impl Strategy<Value = MeetingOp> {
+    // Times on a 10-minute grid, so that the 30-minute grace and the bucket
+    // edges are hit exactly and often.
+    let m = 0usize..6;
+    let at = (0i64..288).prop_map(|x| x * 600);
+    prop_oneof![
+        (m.clone(), at.clone(), (0i64..432).prop_map(|x| x * 600))
+            .prop_map(|(m, at, sf)| MeetingOp::Schedule { m, at, sf }),
+        (m.clone(), at.clone()).prop_map(|(m, at)| MeetingOp::Held { m, at }),
+        (m.clone(), at.clone()).prop_map(|(m, at)| MeetingOp::NoShow { m, at }),
+        (m, at).prop_map(|(m, at)| MeetingOp::Cancel { m, at }),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(128))]
+
+    /// Meetings scheduled, held, missed and canceled in any order: due, held
+    /// and missed equal the recount from each meeting's final state and T.
+    #[test]
+    fn meeting_counts_equal_a_naive_recount(ops in prop::collection::vec(meeting_op(), 1..40), tail in (0i64..144).prop_map(|x| x * 600)) {
+        #[derive(Clone, Copy, PartialEq)]
+        enum S { Scheduled, Held, NoShow, Canceled }
+        let cfg = small_windows();
+        let grace = cfg.no_show_grace;
+        let mut msgs = Vec::new();
+        let mut state: Vec<Option<(Option<i64>, S)>> = vec![None; 6];
+        let mut max_at = 0;
+        for (i, op) in ops.iter().enumerate() {
+            let id = format!("e{i}");
+            let (m, at, kind, extra, next) = match *op {
+                MeetingOp::Schedule { m, at, sf } => (m, at, "meeting.scheduled",
+                    json!({"rep_id": "r1", "scheduled_for": format_timestamp(BASE + sf * SECOND)}),
+                    (Some(BASE + sf * SECOND), S::Scheduled)),
+                MeetingOp::Held { m, at } => (m, at, "meeting.held", json!({"rep_id": "r1"}),
+                    (state[m].map_or(Some(BASE + at * SECOND), |s| s.0), S::Held)),
+                MeetingOp::NoShow { m, at } => (m, at, "meeting.no_show", json!({"rep_id": "r1"}),
+                    (state[m].and_then(|s| s.0), S::NoShow)),
+                MeetingOp::Cancel { m, at } => (m, at, "meeting.canceled", json!({"rep_id": "r1"}),
+                    (state[m].and_then(|s| s.0), S::Canceled)),
+            };
+            let mut fields = extra;
+            fields["meeting_id"] = json!(format!("m{m}"));
+            msgs.push(ev(&id, kind, &format_timestamp(BASE + at * SECOND), fields));
+            state[m] = Some(next);
+            max_at = max_at.max(at);
+        }
+        let end = max_at + tail;
+        msgs.push(ev("tick", "time.logged", &format_timestamp(BASE + end * SECOND),
+            json!({"rep_id": "r9", "category": "admin", "duration_seconds": 1})));
+        let now = BASE + end * SECOND;
+        let (mut p, _) = feed(cfg.clone(), &msgs);
+        let d = doc(&mut p);
+        for (w, name) in cfg.window_names().iter().enumerate() {
+            let (mut due, mut held, mut missed, mut upcoming) = (0.0, 0.0, 0.0, 0.0);
+            for (sf, s) in state.iter().flatten() {
+                let Some(sf) = *sf else { continue };
+                if s == &S::Scheduled && sf > now {
+                    upcoming += 1.0;
+                }
+                if s == &S::Canceled || sf > now || !in_window(&cfg, w, sf, now) {
+                    continue;
+                }
+                due += 1.0;
+                if *s == S::Held { held += 1.0; }
+                if *s == S::NoShow || (*s == S::Scheduled && sf + grace <= now) { missed += 1.0; }
+            }
+            prop_assert_eq!(num(&d, "org", "all", name, "meetings_due"), due, "due in {}", name);
+            prop_assert_eq!(num(&d, "org", "all", name, "meetings_held"), held, "held in {}", name);
+            prop_assert_eq!(num(&d, "org", "all", name, "meetings_missed"), missed, "missed in {}", name);
+            prop_assert_eq!(num(&d, "org", "all", name, "meetings_upcoming"), upcoming);
+        }
+    }
+}
