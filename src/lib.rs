@@ -13,6 +13,8 @@
 //! Around it:
 //! - [`config`]: settings from `config/default.toml`, files and environment.
 //! - [`replay`]: runs the engine over an NDJSON file on the event clock.
+//! - [`snapshot`]: the versioned, checksummed snapshot format and the
+//!   directory that keeps each partition's newest snapshots.
 
 pub mod config;
 pub mod engine;
@@ -20,3 +22,4 @@ pub mod event;
 pub mod kpi;
 pub mod processor;
 pub mod replay;
+pub mod snapshot;

@@ -48,7 +48,7 @@ impl Outcome {
 }
 
 /// Outcome counts, with rejections and ignores by reason.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Counts {
     pub applied: u64,
     pub duplicate: u64,

@@ -11,6 +11,7 @@ pub mod window;
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap};
 
+use serde::{Deserialize, Serialize};
 use xxhash_rust::xxh3::xxh3_128;
 
 use crate::config::{EngineConfig, SECOND};
@@ -58,7 +59,7 @@ impl Names {
 /// What one (rep, team) pair has: windowed parts and current-state gauges.
 /// `rep` is `None` for team-only contributions (spend), `team` is `None` for
 /// org-only ones.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct Agg {
     rep: Option<u32>,
     team: Option<u32>,
@@ -108,7 +109,7 @@ impl Book {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct Lead {
     created_at: Option<i64>,
     owner: Option<u32>,
@@ -118,7 +119,7 @@ struct Lead {
     last: i64,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct Deal {
     owner: Option<u32>,
     /// The aggregate its current-state gauges live in.
@@ -133,7 +134,7 @@ struct Deal {
     last: i64,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 enum MeetingStatus {
     Scheduled,
     Held,
@@ -142,7 +143,7 @@ enum MeetingStatus {
 }
 
 /// The meeting contributions currently counted, at `sf`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 struct Counted {
     sf: i64,
     due: bool,
@@ -151,7 +152,7 @@ struct Counted {
     upcoming: bool,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct Meeting {
     agg: u32,
     sf: Option<i64>,
@@ -160,7 +161,7 @@ struct Meeting {
     last: i64,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct Account {
     owner: Option<u32>,
     agg: u32,
@@ -170,7 +171,7 @@ struct Account {
 }
 
 /// A rep's latest quota per period: (aggregate, amount).
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 struct Quota {
     month: Option<(u32, i64)>,
     quarter: Option<(u32, i64)>,
@@ -238,6 +239,10 @@ pub struct Engine {
     quotas: Map<u32, Quota>,
     dedup: Dedup,
     timers: BinaryHeap<Reverse<(i64, u128)>>,
+    /// The largest `occurred_at` this engine applied. The dedup horizon and
+    /// forgetting count from it, not from T, so that this state is a function
+    /// of its own events alone, whenever it is read at whatever instance clock.
+    max_at: i64,
     /// Entities idle longer than this are forgotten.
     retention: i64,
     next_sweep: i64,
@@ -286,6 +291,7 @@ impl Engine {
             quotas: Map::default(),
             dedup: Dedup::default(),
             timers: BinaryHeap::new(),
+            max_at: DAWN,
             retention,
             next_sweep: DAWN,
         }
@@ -325,17 +331,12 @@ impl Engine {
             self.timers.pop();
             self.recount_meeting(meeting);
         }
-        if now >= self.next_sweep {
-            self.sweep();
-            self.next_sweep = now + HOUR;
-        }
     }
 
-    /// Drops what no window, horizon or rule can need any more.
+    /// Drops what no horizon or rule can need any more.
     fn sweep(&mut self) {
-        let now = self.book.clock.now;
-        let idle = now - self.retention;
-        self.dedup.evict(now - self.cfg.dedup_horizon);
+        let idle = self.idle_since();
+        self.dedup.evict(self.max_at - self.cfg.dedup_horizon);
         self.leads.retain(|_, l| l.last >= idle);
         self.deals.retain(|_, d| !d.closed || d.last >= idle);
         self.meetings
@@ -344,13 +345,13 @@ impl Engine {
     }
 
     fn idle_since(&self) -> i64 {
-        self.book.clock.now - self.retention
+        self.max_at - self.retention
     }
 
     /// True when an event with this id was applied within the dedup horizon.
     pub fn is_duplicate(&self, id: &str) -> bool {
-        let horizon_start = self.book.clock.now.saturating_sub(self.cfg.dedup_horizon);
-        self.dedup.is_duplicate(key(id), horizon_start)
+        self.dedup
+            .is_duplicate(key(id), self.max_at - self.cfg.dedup_horizon)
     }
 
     /// Applies one event in arrival order, or says why it was skipped.
@@ -367,9 +368,14 @@ impl Engine {
             }
         }
         self.set_now(ev.at);
+        self.max_at = self.max_at.max(ev.at);
         self.apply(ev);
-        if ev.at >= self.book.clock.now - self.cfg.dedup_horizon {
+        if ev.at >= self.max_at - self.cfg.dedup_horizon {
             self.dedup.insert(id, ev.at);
+        }
+        if self.max_at >= self.next_sweep {
+            self.sweep();
+            self.next_sweep = self.max_at + HOUR;
         }
         Ok(())
     }
@@ -883,6 +889,88 @@ impl Engine {
         self.meetings.get_mut(&k).expect("exists").counted = want;
     }
 
+    /// A fingerprint of what the state's layout depends on: a snapshot is
+    /// only restored into an engine with the same windows and pipeline.
+    pub fn layout_fingerprint(cfg: &EngineConfig) -> String {
+        format!(
+            "v1|{:?}|{:?}|{}|{:?}",
+            cfg.sliding, cfg.calendar, cfg.timezone, cfg.stages
+        )
+    }
+
+    /// Serializes the state (not the configuration) for a snapshot.
+    pub fn encode(&self, out: &mut Vec<u8>) -> Result<(), postcard::Error> {
+        let state = StateRef {
+            now: self.book.clock.now,
+            max_at: self.max_at,
+            next_sweep: self.next_sweep,
+            names: &self.book.names.names,
+            aggs: &self.book.aggs,
+            leads: &self.leads,
+            deals: &self.deals,
+            meetings: &self.meetings,
+            accounts: &self.accounts,
+            quotas: &self.quotas,
+            dedup: &self.dedup.seen,
+            timers: self.timers.iter().map(|Reverse(t)| *t).collect(),
+        };
+        let bytes = postcard::to_extend(&state, std::mem::take(out))?;
+        *out = bytes;
+        Ok(())
+    }
+
+    /// Rebuilds an engine from [`Engine::encode`]d state and the current
+    /// configuration, which must have the same layout fingerprint.
+    pub fn decode(cfg: EngineConfig, bytes: &[u8]) -> Result<Self, postcard::Error> {
+        let state: StateOwned = postcard::from_bytes(bytes)?;
+        let mut e = Engine::new(cfg);
+        let parts = e.book.plan.parts * e.book.plan.n_windows;
+        if state
+            .aggs
+            .iter()
+            .any(|a| a.series.sums().len() != parts || a.gauges.len() != e.book.n_gauges)
+        {
+            return Err(postcard::Error::DeserializeBadEncoding);
+        }
+        let mut names = Names::default();
+        for n in &state.names {
+            names.intern(n);
+        }
+        e.book.names = names;
+        e.unassigned = e.book.names.intern(UNASSIGNED);
+        e.teams = e
+            .cfg
+            .teams
+            .iter()
+            .map(|(rep, team)| (e.book.names.intern(rep), e.book.names.intern(team)))
+            .collect();
+        e.book.index = state
+            .aggs
+            .iter()
+            .enumerate()
+            .map(|(i, a)| ((a.rep.unwrap_or(NONE), a.team.unwrap_or(NONE)), i as u32))
+            .collect();
+        e.book.aggs = state.aggs;
+        e.book.clock.set(&e.book.plan, state.now);
+        for (&k, &t) in &state.dedup {
+            e.dedup
+                .by_hour
+                .entry(t.div_euclid(HOUR))
+                .or_default()
+                .push(k);
+        }
+        e.dedup.seen = state.dedup;
+        e.leads = state.leads;
+        e.deals = state.deals;
+        e.meetings = state.meetings;
+        e.accounts = state.accounts;
+        e.quotas = state.quotas;
+        e.timers = state.timers.into_iter().map(Reverse).collect();
+        e.max_at = state.max_at;
+        e.next_sweep = state.next_sweep;
+        Ok(e)
+    }
+
     /// Copies what rendering needs, with every window brought up to T.
     pub fn view(&mut self) -> View {
         let book = &mut self.book;
@@ -904,6 +992,39 @@ impl Engine {
             rows,
         }
     }
+}
+
+/// The persistent state, borrowed for encoding; [`StateOwned`] decodes it.
+#[derive(Serialize)]
+struct StateRef<'a> {
+    now: i64,
+    max_at: i64,
+    next_sweep: i64,
+    names: &'a [Box<str>],
+    aggs: &'a [Agg],
+    leads: &'a Map<u128, Lead>,
+    deals: &'a Map<u128, Deal>,
+    meetings: &'a Map<u128, Meeting>,
+    accounts: &'a Map<u128, Account>,
+    quotas: &'a Map<u32, Quota>,
+    dedup: &'a Map<u128, i64>,
+    timers: Vec<(i64, u128)>,
+}
+
+#[derive(Deserialize)]
+struct StateOwned {
+    now: i64,
+    max_at: i64,
+    next_sweep: i64,
+    names: Vec<Box<str>>,
+    aggs: Vec<Agg>,
+    leads: Map<u128, Lead>,
+    deals: Map<u128, Deal>,
+    meetings: Map<u128, Meeting>,
+    accounts: Map<u128, Account>,
+    quotas: Map<u32, Quota>,
+    dedup: Map<u128, i64>,
+    timers: Vec<(i64, u128)>,
 }
 
 /// One (rep, team) pair's window sums (window-major) and gauges.

@@ -10,6 +10,7 @@
 //! a retraction undoes an addition exactly and sums never drift.
 
 use chrono::{Datelike, NaiveDate, TimeZone};
+use serde::{Deserialize, Serialize};
 
 use crate::config::{Calendar, EngineConfig};
 
@@ -150,14 +151,14 @@ fn local_midnight(tz: chrono_tz::Tz, year: i32, month: u32) -> i64 {
     DAWN
 }
 
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 struct Slot {
     bucket: i64,
     /// Sparse (part, value) pairs added to this bucket, one per part.
     deltas: Vec<(u32, i64)>,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 struct Ring {
     /// The head bucket up to which this ring's expiry has been applied.
     head: i64,
@@ -166,7 +167,7 @@ struct Ring {
 }
 
 /// The windowed sums of one (rep, team) pair.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Series {
     rings: Vec<Ring>,
     /// `n_windows * parts` running sums.

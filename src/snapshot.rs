@@ -1,0 +1,314 @@
+//! Snapshots of one partition's state, and the directory that keeps them.
+//!
+//! A snapshot file is a fixed header and a body:
+//!
+//! ```text
+//! magic "KPISNAP\0" | format u32 LE | body length u64 LE | xxh3-64 of body u64 LE | body
+//! ```
+//!
+//! The body (postcard) holds the offset the snapshot covers (the next offset
+//! to consume), the outcome counts, the engine's layout fingerprint and the
+//! engine state. [`encode`] and [`decode`] are pure; [`Store`] writes files
+//! atomically (temp file, fsync, rename, fsync of the directory) under
+//! `DIR/TOPIC/PARTITION/OFFSET.snap`, keeps the newest few, and on load
+//! falls back from a corrupt or unreadable file to the one before it.
+
+use std::fs::{self, File};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use xxhash_rust::xxh3::xxh3_64;
+
+use crate::config::EngineConfig;
+use crate::engine::Engine;
+use crate::processor::{Counts, Processor};
+
+const MAGIC: &[u8; 8] = b"KPISNAP\0";
+/// The current format; older formats get a migration here when they exist.
+pub const FORMAT: u32 = 1;
+const HEADER: usize = 8 + 4 + 8 + 8;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    #[error("not a kpistream snapshot")]
+    BadMagic,
+    #[error("snapshot format {0} is not supported (this build reads {FORMAT})")]
+    Format(u32),
+    #[error("snapshot is truncated")]
+    Truncated,
+    #[error("snapshot checksum mismatch")]
+    Checksum,
+    #[error("snapshot body: {0}")]
+    Body(#[from] postcard::Error),
+    #[error("snapshot was taken with other windows or pipeline stages")]
+    Layout,
+    #[error("snapshot i/o: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+#[derive(Serialize)]
+struct BodyRef<'a> {
+    next_offset: i64,
+    counts: &'a Counts,
+    layout: String,
+    engine: &'a [u8],
+}
+
+#[derive(Deserialize)]
+struct Body {
+    next_offset: i64,
+    counts: Counts,
+    layout: String,
+    engine: Vec<u8>,
+}
+
+/// A partition's processor and the offset of the next message to consume.
+pub struct Restored {
+    pub next_offset: i64,
+    pub processor: Processor,
+}
+
+/// Encodes a partition's state at `next_offset` into a snapshot file image.
+pub fn encode(p: &Processor, next_offset: i64) -> Result<Vec<u8>, SnapshotError> {
+    let mut engine = Vec::new();
+    p.engine.encode(&mut engine)?;
+    let body = BodyRef {
+        next_offset,
+        counts: &p.counts,
+        layout: Engine::layout_fingerprint(p.engine.config()),
+        engine: &engine,
+    };
+    let mut out = Vec::with_capacity(HEADER + engine.len() + 256);
+    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(&FORMAT.to_le_bytes());
+    out.extend_from_slice(&[0; 16]);
+    let mut out = postcard::to_extend(&body, out)?;
+    let len = (out.len() - HEADER) as u64;
+    let sum = xxh3_64(&out[HEADER..]);
+    out[12..20].copy_from_slice(&len.to_le_bytes());
+    out[20..28].copy_from_slice(&sum.to_le_bytes());
+    Ok(out)
+}
+
+/// Decodes a snapshot file image into a processor with the current config.
+pub fn decode(bytes: &[u8], cfg: EngineConfig) -> Result<Restored, SnapshotError> {
+    if bytes.len() < HEADER {
+        return Err(SnapshotError::Truncated);
+    }
+    if &bytes[..8] != MAGIC {
+        return Err(SnapshotError::BadMagic);
+    }
+    let format = u32::from_le_bytes(bytes[8..12].try_into().expect("4 bytes"));
+    if format != FORMAT {
+        return Err(SnapshotError::Format(format));
+    }
+    let len = u64::from_le_bytes(bytes[12..20].try_into().expect("8 bytes"));
+    let sum = u64::from_le_bytes(bytes[20..28].try_into().expect("8 bytes"));
+    let body = &bytes[HEADER..];
+    if body.len() as u64 != len {
+        return Err(SnapshotError::Truncated);
+    }
+    if xxh3_64(body) != sum {
+        return Err(SnapshotError::Checksum);
+    }
+    let body: Body = postcard::from_bytes(body)?;
+    if body.layout != Engine::layout_fingerprint(&cfg) {
+        return Err(SnapshotError::Layout);
+    }
+    let engine = Engine::decode(cfg, &body.engine)?;
+    Ok(Restored {
+        next_offset: body.next_offset,
+        processor: Processor {
+            engine,
+            counts: body.counts,
+        },
+    })
+}
+
+/// What loading the newest snapshot of a partition found.
+pub struct Loaded {
+    /// The newest valid snapshot, if any.
+    pub restored: Option<Restored>,
+    /// Newer files that could not be used, with why: each is a fallback.
+    pub skipped: Vec<(PathBuf, SnapshotError)>,
+}
+
+/// The snapshot directory.
+#[derive(Debug, Clone)]
+pub struct Store {
+    dir: PathBuf,
+    keep: usize,
+}
+
+impl Store {
+    pub fn new(dir: impl Into<PathBuf>, keep: usize) -> Self {
+        Store {
+            dir: dir.into(),
+            keep: keep.max(1),
+        }
+    }
+
+    fn partition_dir(&self, topic: &str, partition: i32) -> PathBuf {
+        // Topic names are [a-zA-Z0-9._-]: safe as a directory name.
+        self.dir.join(topic).join(partition.to_string())
+    }
+
+    /// Snapshot files of a partition, newest (highest offset) first.
+    fn files(&self, topic: &str, partition: i32) -> std::io::Result<Vec<(i64, PathBuf)>> {
+        let dir = self.partition_dir(topic, partition);
+        let mut files = Vec::new();
+        let entries = match fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(files),
+            Err(e) => return Err(e),
+        };
+        for entry in entries {
+            let path = entry?.path();
+            let offset = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .and_then(|n| n.strip_suffix(".snap"))
+                .and_then(|n| n.parse::<i64>().ok());
+            if let Some(offset) = offset {
+                files.push((offset, path));
+            }
+        }
+        files.sort_by(|a, b| b.0.cmp(&a.0));
+        Ok(files)
+    }
+
+    /// Writes a snapshot image atomically and prunes old files; returns the
+    /// file's size in bytes.
+    pub fn write(
+        &self,
+        topic: &str,
+        partition: i32,
+        next_offset: i64,
+        image: &[u8],
+    ) -> std::io::Result<u64> {
+        let dir = self.partition_dir(topic, partition);
+        fs::create_dir_all(&dir)?;
+        let path = dir.join(format!("{next_offset:020}.snap"));
+        let tmp = dir.join(format!("{next_offset:020}.snap.tmp"));
+        {
+            let mut f = File::create(&tmp)?;
+            f.write_all(image)?;
+            f.sync_all()?;
+        }
+        fs::rename(&tmp, &path)?;
+        File::open(&dir)?.sync_all()?;
+        for (_, old) in self.files(topic, partition)?.into_iter().skip(self.keep) {
+            let _ = fs::remove_file(old);
+        }
+        Ok(image.len() as u64)
+    }
+
+    /// Loads the newest valid snapshot of a partition, skipping (and
+    /// reporting) newer ones that are corrupt or unreadable.
+    pub fn load(&self, topic: &str, partition: i32, cfg: &EngineConfig) -> std::io::Result<Loaded> {
+        let mut skipped = Vec::new();
+        for (_, path) in self.files(topic, partition)? {
+            let result = fs::read(&path)
+                .map_err(SnapshotError::from)
+                .and_then(|bytes| decode(&bytes, cfg.clone()));
+            match result {
+                Ok(restored) => {
+                    return Ok(Loaded {
+                        restored: Some(restored),
+                        skipped,
+                    })
+                }
+                Err(e) => skipped.push((path, e)),
+            }
+        }
+        Ok(Loaded {
+            restored: None,
+            skipped,
+        })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn processor_with_events() -> Processor {
+        let mut p = Processor::new(EngineConfig::default());
+        for (i, m) in [
+            r#"{"id":"a","type":"deal.created","occurred_at":"2026-03-01T10:00:00Z","deal_id":"d","rep_id":"r","amount":5,"stage":"demo"}"#,
+            r#"{"id":"b","type":"meeting.scheduled","occurred_at":"2026-03-01T10:00:00Z","meeting_id":"m","rep_id":"r","scheduled_for":"2026-03-02T10:00:00Z"}"#,
+            "garbage",
+        ]
+        .iter()
+        .enumerate()
+        {
+            p.process(m.as_bytes(), i as i64);
+        }
+        p
+    }
+
+    #[test]
+    fn round_trip_keeps_state_counts_and_offset() {
+        let mut p = processor_with_events();
+        let image = encode(&p, 42).unwrap();
+        let mut r = decode(&image, EngineConfig::default()).unwrap();
+        assert_eq!(r.next_offset, 42);
+        assert_eq!(r.processor.counts, p.counts);
+        assert_eq!(r.processor.engine.view(), p.engine.view());
+        assert_eq!(r.processor.engine.sizes(), p.engine.sizes());
+    }
+
+    #[test]
+    fn corruption_is_detected_not_loaded() {
+        let p = processor_with_events();
+        let image = encode(&p, 7).unwrap();
+        let mut flipped = image.clone();
+        let last = flipped.len() - 1;
+        flipped[last] ^= 1;
+        assert!(matches!(
+            decode(&flipped, EngineConfig::default()),
+            Err(SnapshotError::Checksum)
+        ));
+        assert!(matches!(
+            decode(&image[..image.len() - 3], EngineConfig::default()),
+            Err(SnapshotError::Truncated)
+        ));
+        assert!(matches!(
+            decode(
+                b"hello world, this is not a snapshot",
+                EngineConfig::default()
+            ),
+            Err(SnapshotError::BadMagic)
+        ));
+        let mut other = EngineConfig::default();
+        other.stages.push("legal".into());
+        assert!(matches!(decode(&image, other), Err(SnapshotError::Layout)));
+    }
+
+    #[test]
+    fn store_keeps_the_newest_and_falls_back_from_a_corrupt_one() {
+        let dir = std::env::temp_dir().join(format!("kpistream-snap-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        let store = Store::new(&dir, 2);
+        let p = processor_with_events();
+        for off in [10, 20, 30] {
+            store
+                .write("crm", 1, off, &encode(&p, off).unwrap())
+                .unwrap();
+        }
+        let files = store.files("crm", 1).unwrap();
+        assert_eq!(files.iter().map(|f| f.0).collect::<Vec<_>>(), [30, 20]);
+        fs::write(&files[0].1, b"KPISNAP\0 torn write").unwrap();
+        let loaded = store.load("crm", 1, &EngineConfig::default()).unwrap();
+        assert_eq!(loaded.restored.unwrap().next_offset, 20);
+        assert_eq!(loaded.skipped.len(), 1);
+        let none = store.load("crm", 2, &EngineConfig::default()).unwrap();
+        assert!(none.restored.is_none() && none.skipped.is_empty());
+        fs::remove_dir_all(&dir).unwrap();
+    }
+}
