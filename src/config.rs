@@ -48,6 +48,57 @@ pub struct RawSettings {
     pub dedup: RawDedup,
     pub currency: RawCurrency,
     pub limits: RawLimits,
+    pub kafka: RawKafka,
+    pub snapshot: RawSnapshot,
+    pub http: RawHttp,
+    pub shutdown: RawShutdown,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawKafka {
+    /// Bootstrap servers, comma-separated `host:port`.
+    pub brokers: String,
+    /// Consumer group: instances with the same id share the partitions.
+    pub group_id: String,
+    /// Input topics of canonical events.
+    pub topics: Vec<String>,
+    /// Rejected messages go here with their original bytes; empty disables.
+    pub dead_letter_topic: String,
+    /// Extra librdkafka properties, with `_` for `.` in the key
+    /// (`security_protocol = "SASL_SSL"` sets `security.protocol`).
+    #[serde(default)]
+    pub properties: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSnapshot {
+    /// Directory of the partition snapshots.
+    pub dir: String,
+    /// Snapshot a partition at least this often while it has new messages.
+    pub interval: String,
+    /// Snapshot a partition after this many new messages.
+    pub every_events: u64,
+    /// Snapshots kept per partition (older ones are the fallbacks).
+    pub keep: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHttp {
+    /// Listen address of the metrics, API and health endpoints.
+    pub listen: String,
+    /// Cardinality guard: reps exported on /metrics; the rest are summed
+    /// into `rep="other"` and counted in `kpistream_folded_reps`.
+    pub max_exported_reps: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawShutdown {
+    /// Longest time from SIGTERM to exit.
+    pub timeout: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -191,6 +242,16 @@ impl EngineConfig {
     }
 }
 
+impl EngineConfig {
+    /// The shipped defaults on the event clock (replays and tests).
+    pub fn on_event_clock() -> Self {
+        EngineConfig {
+            clock: ClockMode::Event,
+            ..EngineConfig::default()
+        }
+    }
+}
+
 impl Default for EngineConfig {
     fn default() -> Self {
         Settings::load(None, &Overrides::default())
@@ -199,10 +260,34 @@ impl Default for EngineConfig {
     }
 }
 
+/// Kafka settings of `kpistream run`.
+#[derive(Debug, Clone)]
+pub struct KafkaSettings {
+    pub brokers: String,
+    pub group_id: String,
+    pub topics: Vec<String>,
+    pub dead_letter_topic: Option<String>,
+    /// librdkafka properties (dotted keys) passed through.
+    pub properties: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct SnapshotSettings {
+    pub dir: PathBuf,
+    pub interval: std::time::Duration,
+    pub every_events: u64,
+    pub keep: usize,
+}
+
 /// The validated configuration.
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub engine: EngineConfig,
+    pub kafka: KafkaSettings,
+    pub snapshot: SnapshotSettings,
+    pub http_listen: std::net::SocketAddr,
+    pub max_exported_reps: usize,
+    pub shutdown_timeout: std::time::Duration,
 }
 
 /// Command-line values that take precedence over files and environment.
@@ -243,6 +328,7 @@ impl Settings {
                 .with_list_parse_key("windows.sliding")
                 .with_list_parse_key("windows.calendar")
                 .with_list_parse_key("pipeline.stages")
+                .with_list_parse_key("kafka.topics")
                 .try_parsing(true)
                 .source(Some(env)),
         );
@@ -392,7 +478,83 @@ impl Settings {
                 ));
             }
         }
+        let std_duration = |key: &str, v: &str| {
+            parse_duration(v)
+                .map(|us| std::time::Duration::from_micros(us as u64))
+                .map_err(|p| invalid(key, p))
+        };
+        let topics: Vec<String> = raw
+            .kafka
+            .topics
+            .iter()
+            .map(|t| t.trim().to_owned())
+            .filter(|t| !t.is_empty())
+            .collect();
+        for (i, t) in topics.iter().enumerate() {
+            if !is_topic_name(t) {
+                return Err(invalid(
+                    format!("kafka.topics[{i}]"),
+                    "topic names are 1 to 249 of a-z A-Z 0-9 . _ -",
+                ));
+            }
+        }
+        if topics.is_empty() {
+            return Err(invalid(
+                "kafka.topics",
+                "at least one input topic is needed",
+            ));
+        }
+        let dlq = raw.kafka.dead_letter_topic.trim().to_owned();
+        if !dlq.is_empty() && !is_topic_name(&dlq) {
+            return Err(invalid(
+                "kafka.dead_letter_topic",
+                "topic names are 1 to 249 of a-z A-Z 0-9 . _ -",
+            ));
+        }
+        if topics.contains(&dlq) {
+            return Err(invalid(
+                "kafka.dead_letter_topic",
+                "must not be one of the input topics",
+            ));
+        }
+        if raw.kafka.group_id.trim().is_empty() {
+            return Err(invalid("kafka.group_id", "must not be empty"));
+        }
+        let properties = raw
+            .kafka
+            .properties
+            .iter()
+            .map(|(k, v)| (k.replace('_', "."), v.clone()))
+            .collect();
+        if raw.snapshot.every_events == 0 {
+            return Err(invalid("snapshot.every_events", "must be at least 1"));
+        }
+        if raw.snapshot.keep == 0 {
+            return Err(invalid("snapshot.keep", "must be at least 1"));
+        }
+        let http_listen = raw.http.listen.parse().map_err(|_| {
+            invalid(
+                "http.listen",
+                format!("`{}` is not an ip:port address", raw.http.listen),
+            )
+        })?;
         Ok(Settings {
+            kafka: KafkaSettings {
+                brokers: raw.kafka.brokers.clone(),
+                group_id: raw.kafka.group_id.clone(),
+                topics,
+                dead_letter_topic: (!dlq.is_empty()).then_some(dlq),
+                properties,
+            },
+            snapshot: SnapshotSettings {
+                dir: PathBuf::from(&raw.snapshot.dir),
+                interval: std_duration("snapshot.interval", &raw.snapshot.interval)?,
+                every_events: raw.snapshot.every_events,
+                keep: raw.snapshot.keep,
+            },
+            http_listen,
+            max_exported_reps: raw.http.max_exported_reps,
+            shutdown_timeout: std_duration("shutdown.timeout", &raw.shutdown.timeout)?,
             engine: EngineConfig {
                 sliding,
                 calendar,
@@ -410,6 +572,12 @@ impl Settings {
             },
         })
     }
+}
+
+fn is_topic_name(s: &str) -> bool {
+    (1..=249).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
 
 fn is_currency_code(s: &str) -> bool {
@@ -468,24 +636,46 @@ mod tests {
         assert_eq!(s.parse.rates.base, "USD");
         assert_eq!(s.no_show_grace, 30 * 60 * SECOND);
         assert_eq!(s.dedup_horizon, 7 * 86_400 * SECOND);
-        assert_eq!(s.clock, ClockMode::Event);
+        assert_eq!(s.clock, ClockMode::Wall);
         assert_eq!(s.stages.len(), 5);
     }
 
     #[test]
     fn environment_overrides_any_key() {
         let s = load_env(&[
-            ("KPISTREAM__CLOCK", "wall"),
+            ("KPISTREAM__CLOCK", "event"),
             ("KPISTREAM__WINDOWS__SLIDING", "1h/5m,7d/1d"),
             ("KPISTREAM__MEETINGS__NO_SHOW_GRACE", "10m"),
             ("KPISTREAM__CURRENCY__RATES__CHF", "1.1"),
         ])
         .unwrap()
         .engine;
-        assert_eq!(s.clock, ClockMode::Wall);
+        assert_eq!(s.clock, ClockMode::Event);
         assert_eq!(s.window_names(), ["1h", "7d", "mtd", "qtd"]);
         assert_eq!(s.no_show_grace, 10 * 60 * SECOND);
         assert_eq!(s.parse.rates.rate("CHF"), Some(1.1));
+    }
+
+    #[test]
+    fn service_settings_from_the_documented_environment_names() {
+        let s = load_env(&[
+            ("KPISTREAM__KAFKA__BROKERS", "k1:9092,k2:9092"),
+            ("KPISTREAM__KAFKA__TOPICS", "crm-a,crm-b"),
+            ("KPISTREAM__KAFKA__GROUP_ID", "kpi-prod"),
+            (
+                "KPISTREAM__KAFKA__PROPERTIES__SECURITY_PROTOCOL",
+                "SASL_SSL",
+            ),
+            ("KPISTREAM__SNAPSHOT__DIR", "/var/lib/kpistream"),
+            ("KPISTREAM__HTTP__LISTEN", "127.0.0.1:9999"),
+        ])
+        .unwrap();
+        assert_eq!(s.kafka.brokers, "k1:9092,k2:9092");
+        assert_eq!(s.kafka.topics, ["crm-a", "crm-b"]);
+        assert_eq!(s.kafka.group_id, "kpi-prod");
+        assert_eq!(s.kafka.properties["security.protocol"], "SASL_SSL");
+        assert_eq!(s.snapshot.dir, PathBuf::from("/var/lib/kpistream"));
+        assert_eq!(s.http_listen.port(), 9999);
     }
 
     #[test]

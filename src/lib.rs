@@ -9,17 +9,35 @@
 //! - [`processor`]: bytes to [`processor::Outcome`] (applied, duplicate,
 //!   ignored, rejected), counted.
 //! - [`kpi`]: per-scope totals, derived KPIs and the JSON document.
+//! - [`exposition`]: the Prometheus text exposition of the KPI parts.
 //!
 //! Around it:
 //! - [`config`]: settings from `config/default.toml`, files and environment.
 //! - [`replay`]: runs the engine over an NDJSON file on the event clock.
+//! - [`demo`]: the simulator producing to Kafka, and `kpistream demo` on
+//!   librdkafka's in-process mock cluster.
+//! - [`sim`]: a seeded, deterministic generator of realistic event streams.
 //! - [`snapshot`]: the versioned, checksummed snapshot format and the
 //!   directory that keeps each partition's newest snapshots.
+//! - [`source`]: the Kafka consumer-group member: one processor per assigned
+//!   partition, restore and seek on assignment, snapshot and commit on
+//!   revocation, dead letters for rejected messages.
+//! - [`http`]: `/metrics`, `/api/v1/kpis`, `/healthz`, `/readyz` (axum).
+//! - [`telemetry`]: the service's own metrics.
+//! - [`service`]: `kpistream run`: wires the ingest thread, the HTTP server
+//!   and graceful shutdown.
 
 pub mod config;
+pub mod demo;
 pub mod engine;
 pub mod event;
+pub mod exposition;
+pub mod http;
 pub mod kpi;
 pub mod processor;
 pub mod replay;
+pub mod service;
+pub mod sim;
 pub mod snapshot;
+pub mod source;
+pub mod telemetry;

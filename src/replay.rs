@@ -1,17 +1,19 @@
-//! `kpistream replay`: the engine over an NDJSON file, on the event clock.
+//! `kpistream replay`: the engine over an NDJSON file, always on the event
+//! clock.
 
 use std::io::BufRead;
 
-use crate::config::EngineConfig;
+use crate::config::{ClockMode, EngineConfig};
 use crate::kpi::{self, Filter, Layout};
 use crate::processor::{Counts, Outcome, Processor};
 
 /// Runs every line of `input` through one processor and returns the KPI
 /// document with its `outcomes`. Empty lines are not messages and are skipped.
 pub fn replay(
-    cfg: EngineConfig,
+    mut cfg: EngineConfig,
     input: impl BufRead,
 ) -> std::io::Result<(serde_json::Value, Counts)> {
+    cfg.clock = ClockMode::Event;
     let layout = Layout::new(&cfg);
     let mut p = Processor::new(cfg);
     for_each_line(input, |line| {

@@ -238,7 +238,7 @@ mod tests {
     use super::*;
 
     fn processor_with_events() -> Processor {
-        let mut p = Processor::new(EngineConfig::default());
+        let mut p = Processor::new(EngineConfig::on_event_clock());
         for (i, m) in [
             r#"{"id":"a","type":"deal.created","occurred_at":"2026-03-01T10:00:00Z","deal_id":"d","rep_id":"r","amount":5,"stage":"demo"}"#,
             r#"{"id":"b","type":"meeting.scheduled","occurred_at":"2026-03-01T10:00:00Z","meeting_id":"m","rep_id":"r","scheduled_for":"2026-03-02T10:00:00Z"}"#,
@@ -256,7 +256,7 @@ mod tests {
     fn round_trip_keeps_state_counts_and_offset() {
         let mut p = processor_with_events();
         let image = encode(&p, 42).unwrap();
-        let mut r = decode(&image, EngineConfig::default()).unwrap();
+        let mut r = decode(&image, EngineConfig::on_event_clock()).unwrap();
         assert_eq!(r.next_offset, 42);
         assert_eq!(r.processor.counts, p.counts);
         assert_eq!(r.processor.engine.view(), p.engine.view());
@@ -271,21 +271,21 @@ mod tests {
         let last = flipped.len() - 1;
         flipped[last] ^= 1;
         assert!(matches!(
-            decode(&flipped, EngineConfig::default()),
+            decode(&flipped, EngineConfig::on_event_clock()),
             Err(SnapshotError::Checksum)
         ));
         assert!(matches!(
-            decode(&image[..image.len() - 3], EngineConfig::default()),
+            decode(&image[..image.len() - 3], EngineConfig::on_event_clock()),
             Err(SnapshotError::Truncated)
         ));
         assert!(matches!(
             decode(
                 b"hello world, this is not a snapshot",
-                EngineConfig::default()
+                EngineConfig::on_event_clock()
             ),
             Err(SnapshotError::BadMagic)
         ));
-        let mut other = EngineConfig::default();
+        let mut other = EngineConfig::on_event_clock();
         other.stages.push("legal".into());
         assert!(matches!(decode(&image, other), Err(SnapshotError::Layout)));
     }
@@ -304,10 +304,14 @@ mod tests {
         let files = store.files("crm", 1).unwrap();
         assert_eq!(files.iter().map(|f| f.0).collect::<Vec<_>>(), [30, 20]);
         fs::write(&files[0].1, b"KPISNAP\0 torn write").unwrap();
-        let loaded = store.load("crm", 1, &EngineConfig::default()).unwrap();
+        let loaded = store
+            .load("crm", 1, &EngineConfig::on_event_clock())
+            .unwrap();
         assert_eq!(loaded.restored.unwrap().next_offset, 20);
         assert_eq!(loaded.skipped.len(), 1);
-        let none = store.load("crm", 2, &EngineConfig::default()).unwrap();
+        let none = store
+            .load("crm", 2, &EngineConfig::on_event_clock())
+            .unwrap();
         assert!(none.restored.is_none() && none.skipped.is_empty());
         fs::remove_dir_all(&dir).unwrap();
     }

@@ -10,7 +10,7 @@ use kpistream::config::EngineConfig;
 use kpistream::processor::{IgnoreReason, Outcome};
 
 fn cfg() -> EngineConfig {
-    let mut c = EngineConfig::default();
+    let mut c = EngineConfig::on_event_clock();
     c.teams.insert("r1".into(), "t1".into());
     c.teams.insert("r2".into(), "t2".into());
     c
@@ -1026,4 +1026,53 @@ fn wall_clock_rejects_events_too_far_in_the_future() {
         matches!(&o, Outcome::Rejected(r) if r.reason == kpistream::event::RejectReason::FutureTimestamp),
         "{o:?}"
     );
+}
+
+#[test]
+fn memory_is_bounded_by_live_entities_not_by_events() {
+    // A year of daily traffic: 20 new leads, calls and closed deals a day.
+    let (mut p, _) = feed(cfg(), &[]);
+    let day0 = kpistream::event::parse_timestamp("2026-01-01T00:00:00Z").unwrap();
+    let mut n = 0;
+    for day in 0..365i64 {
+        for i in 0..20 {
+            let at =
+                kpistream::event::format_timestamp(day0 + day * 86_400_000_000 + i * 60_000_000);
+            let lead = format!("L{day}-{i}");
+            let deal = format!("D{day}-{i}");
+            for m in [
+                ev(
+                    &format!("e{n}a"),
+                    "lead.created",
+                    &at,
+                    json!({"lead_id": lead, "rep_id": "r1"}),
+                ),
+                ev(
+                    &format!("e{n}b"),
+                    "call.logged",
+                    &at,
+                    json!({"call_id": "c", "lead_id": lead, "rep_id": "r1"}),
+                ),
+                ev(
+                    &format!("e{n}c"),
+                    "deal.created",
+                    &at,
+                    json!({"deal_id": deal, "rep_id": "r1"}),
+                ),
+                ev(&format!("e{n}d"), "deal.won", &at, json!({"deal_id": deal})),
+            ] {
+                assert_eq!(p.process(m.as_bytes(), 0), Outcome::Applied);
+            }
+            n += 1;
+        }
+    }
+    let s = p.engine.sizes();
+    // Kept: what the last 92 days (the longest window, or a quarter) touched,
+    // and the ids of the last 7 days (the dedup horizon), plus one sweep hour.
+    assert!(s.leads <= 93 * 20, "{s:?}");
+    assert!(s.deals <= 93 * 20, "{s:?}");
+    assert!(s.dedup_ids <= 8 * 80, "{s:?}");
+    assert_eq!(s.aggregates, 1);
+    let d = doc(&mut p);
+    assert_eq!(num(&d, "rep", "r1", "90d", "deals_won"), 90.0 * 20.0);
 }

@@ -42,7 +42,7 @@ fn golden_config() -> EngineConfig {
     let teams = fs::read_to_string(fixture("golden/teams.json")).unwrap();
     EngineConfig {
         teams: serde_json::from_str(&teams).unwrap(),
-        ..EngineConfig::default()
+        ..EngineConfig::on_event_clock()
     }
 }
 

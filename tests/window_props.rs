@@ -40,7 +40,7 @@ fn small_windows() -> EngineConfig {
             },
         ],
         calendar: vec![Calendar::Month, Calendar::Quarter],
-        ..EngineConfig::default()
+        ..EngineConfig::on_event_clock()
     }
 }
 
