@@ -47,7 +47,14 @@ pub struct Totals {
 }
 
 impl Totals {
-    fn add(&mut self, parts: &[i64], gauges: &[i64]) {
+    pub fn zero(parts: usize, gauges: usize) -> Self {
+        Totals {
+            parts: vec![0; parts],
+            gauges: vec![0; gauges],
+        }
+    }
+
+    pub fn add(&mut self, parts: &[i64], gauges: &[i64]) {
         for (a, b) in self.parts.iter_mut().zip(parts) {
             *a = a.wrapping_add(*b);
         }

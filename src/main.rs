@@ -1,13 +1,14 @@
 //! The `kpistream` command: a thin shell over the library.
 
 use std::fs::File;
-use std::io::{self, BufReader, Write};
+use std::io::{self, BufReader, BufWriter, Write};
 use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
-use kpistream::config::{Overrides, Settings};
+use kpistream::config::{parse_duration, Overrides, Settings};
+use kpistream::sim::{SimConfig, Simulator};
 
 #[derive(Parser)]
 #[command(name = "kpistream", version, about = "Live sales KPIs from CRM events")]
@@ -24,11 +25,52 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Runs the service: consumes the configured Kafka topics and serves
+    /// /metrics, /api/v1/kpis, /healthz and /readyz.
+    Run,
     /// Runs the engine over an NDJSON file (`-` for stdin) on the event
     /// clock and prints the KPI document to stdout.
     Replay {
         #[arg(long)]
         input: String,
+    },
+    /// Generates a realistic stream of CRM events: to a Kafka topic with
+    /// --brokers, else as NDJSON to stdout.
+    Simulate {
+        /// Bootstrap servers; without them, NDJSON goes to stdout.
+        #[arg(long)]
+        brokers: Option<String>,
+        #[arg(long, default_value = "crm-events")]
+        topic: String,
+        /// Messages per second of wall time (0: as fast as possible).
+        #[arg(long, default_value_t = 0.0)]
+        rate: f64,
+        /// Stop after this many messages (default: never with --brokers and
+        /// a rate, else 1,000,000).
+        #[arg(long)]
+        count: Option<u64>,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        #[arg(long, default_value_t = 16)]
+        reps: usize,
+        #[arg(long, default_value_t = 3)]
+        teams: usize,
+        /// Include redeliveries, late, unknown and malformed messages.
+        #[arg(long, default_value_t = false)]
+        faults: bool,
+        /// Write the simulator's rep to team map to this file.
+        #[arg(long)]
+        teams_out: Option<PathBuf>,
+    },
+    /// The embedded default: an in-process mock Kafka cluster, a simulator
+    /// producing live CRM events for three teams, and the full service on it.
+    Demo {
+        /// Live messages per second.
+        #[arg(long, default_value_t = 20.0)]
+        rate: f64,
+        /// Event time simulated before now at start, so windows have data.
+        #[arg(long, default_value = "6h")]
+        backfill: String,
     },
 }
 
@@ -36,35 +78,95 @@ fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_writer(io::stderr)
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,rdkafka=warn".into()),
         )
         .init();
     let cli = Cli::parse();
+    let overrides = Overrides {
+        teams_file: cli.teams.clone(),
+        clock: None,
+    };
     match cli.command {
-        Command::Replay { input } => {
-            let overrides = Overrides {
-                teams_file: cli.teams,
-                clock: Some("event".into()),
-            };
+        Command::Run => {
             let settings = Settings::load(cli.config.as_deref(), &overrides)?;
-            let (doc, counts) = if input == "-" {
-                kpistream::replay::replay(settings.engine, io::stdin().lock())
-            } else {
-                let f = File::open(&input).with_context(|| format!("cannot open {input}"))?;
-                kpistream::replay::replay(settings.engine, BufReader::with_capacity(1 << 16, f))
+            runtime()?.block_on(kpistream::service::run(
+                settings,
+                kpistream::service::signal(),
+            ))
+        }
+        Command::Replay { input } => {
+            let settings = Settings::load(cli.config.as_deref(), &overrides)?;
+            replay(settings, &input)
+        }
+        Command::Simulate {
+            brokers,
+            topic,
+            rate,
+            count,
+            seed,
+            reps,
+            teams,
+            faults,
+            teams_out,
+        } => {
+            let sim = Simulator::new(SimConfig {
+                seed,
+                reps,
+                teams,
+                faults,
+                ..SimConfig::default()
+            });
+            if let Some(path) = teams_out {
+                std::fs::write(&path, serde_json::to_vec_pretty(&sim.teams())?)?;
             }
-            .context("reading the input")?;
-            tracing::info!(
-                applied = counts.applied,
-                duplicate = counts.duplicate,
-                ignored = counts.ignored_total(),
-                rejected = counts.rejected_total(),
-                "replay done"
-            );
-            let mut out = io::stdout().lock();
-            serde_json::to_writer_pretty(&mut out, &doc)?;
-            writeln!(out)?;
+            match brokers {
+                None => simulate_stdout(sim, count.unwrap_or(1_000_000)),
+                Some(b) => kpistream::demo::produce(sim, &b, &topic, rate, count, None),
+            }
+        }
+        Command::Demo { rate, backfill } => {
+            let backfill = parse_duration(&backfill).map_err(anyhow::Error::msg)?;
+            let settings = Settings::load(cli.config.as_deref(), &overrides)?;
+            runtime()?.block_on(kpistream::demo::run(settings, rate, backfill))
         }
     }
+}
+
+fn runtime() -> io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+}
+
+fn replay(settings: Settings, input: &str) -> anyhow::Result<()> {
+    let (doc, counts) = if input == "-" {
+        kpistream::replay::replay(settings.engine, io::stdin().lock())
+    } else {
+        let f = File::open(input).with_context(|| format!("cannot open {input}"))?;
+        kpistream::replay::replay(settings.engine, BufReader::with_capacity(1 << 16, f))
+    }
+    .context("reading the input")?;
+    tracing::info!(
+        applied = counts.applied,
+        duplicate = counts.duplicate,
+        ignored = counts.ignored_total(),
+        rejected = counts.rejected_total(),
+        "replay done"
+    );
+    let mut out = io::stdout().lock();
+    serde_json::to_writer_pretty(&mut out, &doc)?;
+    writeln!(out)?;
+    Ok(())
+}
+
+fn simulate_stdout(mut sim: Simulator, count: u64) -> anyhow::Result<()> {
+    let mut out = BufWriter::with_capacity(1 << 16, io::stdout().lock());
+    for _ in 0..count {
+        out.write_all(&sim.next_message().payload)?;
+        out.write_all(b"\n")?;
+    }
+    out.flush()?;
     Ok(())
 }

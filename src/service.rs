@@ -1,0 +1,101 @@
+//! `kpistream run`: the ingest thread and the HTTP server, and their
+//! shutdown: stop fetching, snapshot and commit, then stop serving.
+
+use std::future::{Future, IntoFuture};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use anyhow::Context;
+use prometheus_client::registry::Registry;
+use tracing::{error, info};
+
+use crate::config::Settings;
+use crate::http::{self, AppState};
+use crate::kpi::Layout;
+use crate::source::{self, Control};
+use crate::telemetry::Metrics;
+
+/// Runs the service until `shutdown` completes or ingestion fails.
+pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    let mut registry = Registry::default();
+    let metrics = Arc::new(Metrics::new(&mut registry));
+    metrics.init_outcomes();
+    let (requests, inbox) = std::sync::mpsc::channel();
+    let stop = Arc::new(AtomicBool::new(false));
+    let ready = Arc::new(AtomicBool::new(false));
+
+    let listener = tokio::net::TcpListener::bind(settings.http_listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", settings.http_listen))?;
+    info!(addr = %listener.local_addr()?, "http listening");
+    let app = http::router(AppState {
+        requests,
+        registry: Arc::new(registry),
+        metrics: metrics.clone(),
+        layout: Arc::new(Layout::new(&settings.engine)),
+        ready: ready.clone(),
+        max_exported_reps: settings.max_exported_reps,
+    });
+    let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = http_stopped.await;
+            })
+            .into_future(),
+    );
+
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+    let ingest_settings = settings.clone();
+    let control = Control {
+        shutdown: stop.clone(),
+        ready,
+    };
+    std::thread::Builder::new()
+        .name("ingest".into())
+        .spawn(move || {
+            let result = source::run(&ingest_settings, metrics, inbox, control);
+            let _ = done_tx.send(result);
+        })?;
+
+    tokio::pin!(done_rx);
+    let result = tokio::select! {
+        r = &mut done_rx => r.unwrap_or_else(|_| Err(anyhow::anyhow!("ingest thread panicked")))
+            .context("ingestion stopped"),
+        () = shutdown => {
+            info!("shutdown requested");
+            stop.store(true, Ordering::Release);
+            match tokio::time::timeout(settings.shutdown_timeout, &mut done_rx).await {
+                Ok(Ok(r)) => r,
+                Ok(Err(_)) => Err(anyhow::anyhow!("ingest thread panicked")),
+                Err(_) => Err(anyhow::anyhow!(
+                    "ingest did not stop within shutdown.timeout ({:?})",
+                    settings.shutdown_timeout
+                )),
+            }
+        }
+    };
+    let _ = stop_http.send(());
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), server).await;
+    match &result {
+        Ok(()) => info!("stopped cleanly"),
+        Err(e) => error!(error = %format!("{e:#}"), "stopped with an error"),
+    }
+    result
+}
+
+/// Completes on SIGTERM or SIGINT.
+pub async fn signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        () = term => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}
