@@ -1,1 +1,150 @@
-fn main() {}
+//! Engine throughput.
+//!
+//! - `apply/<reps>`: `Engine::offer` over pre-parsed events, no parsing.
+//! - `replay/envelope_only`: serde_json parsing of each line's envelope
+//!   (`id`, `type`, `occurred_at`), the baseline.
+//! - `replay/parse_validate_apply`: the whole replay path per line, in the
+//!   same run, so the two can be compared as a ratio.
+//!
+//! The event file is made by the simulator (seed 7, with faults) and cached
+//! under `target/`; `KPISTREAM_BENCH_EVENTS` sets its size (default 1e6).
+
+use std::borrow::Cow;
+use std::hint::black_box;
+use std::path::PathBuf;
+
+use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion, Throughput};
+use serde::Deserialize;
+
+use kpistream::config::EngineConfig;
+use kpistream::engine::Engine;
+use kpistream::event::{self, Parsed};
+use kpistream::processor::Processor;
+use kpistream::sim::{SimConfig, Simulator};
+
+fn n_events() -> usize {
+    std::env::var("KPISTREAM_BENCH_EVENTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000)
+}
+
+/// An NDJSON file of `n` simulated messages for `reps` reps, made once.
+fn event_file(n: usize, reps: usize, faults: bool) -> (PathBuf, Simulator) {
+    let cfg = SimConfig {
+        seed: 7,
+        reps,
+        teams: reps.div_ceil(50).max(3),
+        events_per_second: 1.0,
+        faults,
+        ..SimConfig::default()
+    };
+    let mut sim = Simulator::new(cfg);
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/bench-data");
+    let path = dir.join(format!("events-{n}-{reps}-{faults}.ndjson"));
+    if !path.exists() {
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut buf = Vec::with_capacity(n * 200);
+        for _ in 0..n {
+            buf.extend_from_slice(&sim.next_message().payload);
+            buf.push(b'\n');
+        }
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, &buf).unwrap();
+        std::fs::rename(&tmp, &path).unwrap();
+    }
+    (path, sim)
+}
+
+fn config_for(sim: &Simulator) -> EngineConfig {
+    EngineConfig {
+        teams: sim.teams(),
+        ..EngineConfig::on_event_clock()
+    }
+}
+
+fn lines(data: &[u8]) -> Vec<&[u8]> {
+    data.split(|&b| b == b'\n')
+        .filter(|l| !l.is_empty())
+        .collect()
+}
+
+fn apply(c: &mut Criterion) {
+    let n = n_events().min(200_000);
+    let mut group = c.benchmark_group("apply");
+    group.sample_size(10);
+    for reps in [16, 2_000] {
+        let (path, sim) = event_file(n, reps, false);
+        let data = std::fs::read(path).unwrap();
+        let cfg = config_for(&sim);
+        let events: Vec<event::Event<'_>> = lines(&data)
+            .into_iter()
+            .filter_map(|l| match event::parse(l, &cfg.parse) {
+                Ok(Parsed::Event(e)) => Some(e),
+                _ => None,
+            })
+            .collect();
+        group.throughput(Throughput::Elements(events.len() as u64));
+        group.bench_with_input(BenchmarkId::from_parameter(reps), &events, |b, events| {
+            b.iter_batched(
+                || Engine::new(cfg.clone()),
+                |mut engine| {
+                    for e in events {
+                        let _ = black_box(engine.offer(e));
+                    }
+                    engine
+                },
+                BatchSize::PerIteration,
+            )
+        });
+    }
+    group.finish();
+}
+
+#[derive(Deserialize)]
+struct Envelope<'a> {
+    #[serde(borrow)]
+    id: Cow<'a, str>,
+    #[serde(borrow, rename = "type")]
+    kind: Cow<'a, str>,
+    #[serde(borrow)]
+    occurred_at: Cow<'a, str>,
+}
+
+fn replay(c: &mut Criterion) {
+    let n = n_events();
+    let (path, sim) = event_file(n, 16, true);
+    let data = std::fs::read(path).unwrap();
+    let cfg = config_for(&sim);
+    let lines = lines(&data);
+    let mut group = c.benchmark_group("replay");
+    group.sample_size(10);
+    group.throughput(Throughput::Elements(lines.len() as u64));
+    group.bench_function("envelope_only", |b| {
+        b.iter(|| {
+            let mut ok = 0usize;
+            for l in &lines {
+                if let Ok(e) = serde_json::from_slice::<Envelope<'_>>(l) {
+                    ok += e.id.len() + e.kind.len() + e.occurred_at.len();
+                }
+            }
+            black_box(ok)
+        })
+    });
+    group.bench_function("parse_validate_apply", |b| {
+        b.iter_batched(
+            || Processor::new(cfg.clone()),
+            |mut p| {
+                for l in &lines {
+                    black_box(p.process(l, 0));
+                }
+                p
+            },
+            BatchSize::PerIteration,
+        )
+    });
+    group.finish();
+}
+
+criterion_group!(benches, apply, replay);
+criterion_main!(benches);

@@ -129,7 +129,8 @@ impl Processor {
             Err(r) => return Outcome::Rejected(r),
             Ok(envelope) => envelope,
         };
-        if self.engine.is_duplicate(&envelope.id) {
+        let id = crate::engine::id_key(&envelope.id);
+        if self.engine.is_duplicate_key(id) {
             return Outcome::Duplicate;
         }
         let ev = match envelope.validate(&cfg.parse) {
@@ -146,7 +147,7 @@ impl Processor {
             }
             self.engine.set_now(wall_now);
         }
-        match self.engine.offer(&ev) {
+        match self.engine.offer_unseen(&ev, id) {
             Ok(()) => Outcome::Applied,
             Err(Skip::Duplicate) => Outcome::Duplicate,
             Err(Skip::ClosedDeal) => Outcome::Ignored(IgnoreReason::ClosedDeal),

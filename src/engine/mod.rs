@@ -9,7 +9,7 @@ pub mod parts;
 pub mod window;
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap};
+use std::collections::{BinaryHeap, VecDeque};
 
 use serde::{Deserialize, Serialize};
 use xxhash_rust::xxh3::xxh3_128;
@@ -98,9 +98,13 @@ impl Book {
     }
 
     fn add(&mut self, agg: u32, t: i64, part: usize, v: i64) {
+        self.add_many(agg, t, &[(part, v)]);
+    }
+
+    fn add_many(&mut self, agg: u32, t: i64, parts: &[(usize, i64)]) {
         self.aggs[agg as usize]
             .series
-            .add(&self.plan, &self.clock, t, part, v);
+            .add_many(&self.plan, &self.clock, t, parts);
     }
 
     fn gauge(&mut self, agg: u32, g: usize, v: i64) {
@@ -181,8 +185,8 @@ struct Quota {
 #[derive(Debug, Clone, Default)]
 struct Dedup {
     seen: Map<u128, i64>,
-    /// Ids by the hour of their event time, for eviction.
-    by_hour: BTreeMap<i64, Vec<u128>>,
+    /// Ids by the hour of their event time, oldest first, for eviction.
+    by_hour: VecDeque<(i64, Vec<u128>)>,
 }
 
 const HOUR: i64 = 3_600 * SECOND;
@@ -194,19 +198,29 @@ impl Dedup {
 
     fn insert(&mut self, key: u128, t: i64) {
         self.seen.insert(key, t);
-        self.by_hour
-            .entry(t.div_euclid(HOUR))
-            .or_default()
-            .push(key);
+        self.index(key, t);
+    }
+
+    fn index(&mut self, key: u128, t: i64) {
+        let hour = t.div_euclid(HOUR);
+        match self.by_hour.back_mut() {
+            // In-order events land in the newest hour.
+            Some((h, keys)) if *h == hour => keys.push(key),
+            Some((h, _)) if *h > hour => {
+                match self.by_hour.binary_search_by_key(&hour, |(h, _)| *h) {
+                    Ok(i) => self.by_hour[i].1.push(key),
+                    Err(i) => self.by_hour.insert(i, (hour, vec![key])),
+                }
+            }
+            _ => self.by_hour.push_back((hour, vec![key])),
+        }
     }
 
     fn evict(&mut self, horizon_start: i64) {
         let keep_from = horizon_start.div_euclid(HOUR);
-        while let Some(entry) = self.by_hour.first_entry() {
-            if *entry.key() >= keep_from {
-                break;
-            }
-            for key in entry.remove() {
+        while self.by_hour.front().is_some_and(|(h, _)| *h < keep_from) {
+            let (_, keys) = self.by_hour.pop_front().expect("front exists");
+            for key in keys {
                 self.seen.remove(&key);
             }
         }
@@ -246,10 +260,16 @@ pub struct Engine {
     /// Entities idle longer than this are forgotten.
     retention: i64,
     next_sweep: i64,
+    next_evict: i64,
 }
 
 fn key(id: &str) -> u128 {
     xxh3_128(id.as_bytes())
+}
+
+/// The key an event id is remembered by for deduplication.
+pub fn id_key(id: &str) -> u128 {
+    key(id)
 }
 
 impl Engine {
@@ -294,6 +314,7 @@ impl Engine {
             max_at: DAWN,
             retention,
             next_sweep: DAWN,
+            next_evict: DAWN,
         }
     }
 
@@ -333,10 +354,11 @@ impl Engine {
         }
     }
 
-    /// Drops what no horizon or rule can need any more.
+    /// Drops entities no rule can need any more. An entity idle past the
+    /// retention is already treated as unknown; this reclaims its memory,
+    /// so it runs only every eighth of the retention (at most 1/8 extra).
     fn sweep(&mut self) {
         let idle = self.idle_since();
-        self.dedup.evict(self.max_at - self.cfg.dedup_horizon);
         self.leads.retain(|_, l| l.last >= idle);
         self.deals.retain(|_, d| !d.closed || d.last >= idle);
         self.meetings
@@ -350,16 +372,27 @@ impl Engine {
 
     /// True when an event with this id was applied within the dedup horizon.
     pub fn is_duplicate(&self, id: &str) -> bool {
+        self.is_duplicate_key(key(id))
+    }
+
+    /// As [`Engine::is_duplicate`], for an [`id_key`].
+    pub fn is_duplicate_key(&self, id: u128) -> bool {
         self.dedup
-            .is_duplicate(key(id), self.max_at - self.cfg.dedup_horizon)
+            .is_duplicate(id, self.max_at - self.cfg.dedup_horizon)
     }
 
     /// Applies one event in arrival order, or says why it was skipped.
     pub fn offer(&mut self, ev: &Event<'_>) -> Result<(), Skip> {
-        if self.is_duplicate(&ev.id) {
+        let id = key(&ev.id);
+        if self.is_duplicate_key(id) {
             return Err(Skip::Duplicate);
         }
-        let id = key(&ev.id);
+        self.offer_unseen(ev, id)
+    }
+
+    /// As [`Engine::offer`], for an event whose [`id_key`] the caller has
+    /// just found not to be a duplicate.
+    pub fn offer_unseen(&mut self, ev: &Event<'_>, id: u128) -> Result<(), Skip> {
         if let Some(deal) = ev.body.deal() {
             if let Some(d) = self.deals.get(&key(deal)) {
                 if d.closed && d.last >= self.idle_since() {
@@ -373,9 +406,13 @@ impl Engine {
         if ev.at >= self.max_at - self.cfg.dedup_horizon {
             self.dedup.insert(id, ev.at);
         }
+        if self.max_at >= self.next_evict {
+            self.dedup.evict(self.max_at - self.cfg.dedup_horizon);
+            self.next_evict = self.max_at + HOUR;
+        }
         if self.max_at >= self.next_sweep {
             self.sweep();
-            self.next_sweep = self.max_at + HOUR;
+            self.next_sweep = self.max_at + self.retention / 8;
         }
         Ok(())
     }
@@ -427,11 +464,16 @@ impl Engine {
                 outcome,
             } => {
                 let (_, agg) = self.target(ev, None);
-                self.book.add(agg, t, CALLS, 1);
-                if *outcome == CallOutcome::Connected {
-                    self.book.add(agg, t, CALLS_CONNECTED, 1);
-                }
-                self.book.add(agg, t, CALL_SECONDS, *duration);
+                let connected = i64::from(*outcome == CallOutcome::Connected);
+                self.book.add_many(
+                    agg,
+                    t,
+                    &[
+                        (CALLS, 1),
+                        (CALLS_CONNECTED, connected),
+                        (CALL_SECONDS, *duration),
+                    ],
+                );
                 if let Some(lead) = lead {
                     self.touch(lead, t, agg);
                 }
@@ -575,12 +617,17 @@ impl Engine {
                     self.book
                         .add(agg, t, stage_exit(s as usize, ExitOutcome::Advanced), 1);
                 }
-                self.book.add(agg, t, DEALS_WON, 1);
-                self.book.add(agg, t, WON_AMOUNT, amount);
-                self.book.add(agg, t, SALES_CYCLE_SUM, cycle);
-                self.book.add(agg, t, SALES_CYCLE_COUNT, 1);
-                self.book
-                    .add(agg, t, SALES_CYCLE_HIST + sales_cycle_bucket(cycle), 1);
+                self.book.add_many(
+                    agg,
+                    t,
+                    &[
+                        (DEALS_WON, 1),
+                        (WON_AMOUNT, amount),
+                        (SALES_CYCLE_SUM, cycle),
+                        (SALES_CYCLE_COUNT, 1),
+                        (SALES_CYCLE_HIST + sales_cycle_bucket(cycle), 1),
+                    ],
+                );
             }
             Body::DealLost { deal } => {
                 let k = self.implicit_deal(ev, deal);
@@ -605,8 +652,11 @@ impl Engine {
                     Some(a) if a.active => {
                         let diff = mrr - a.mrr;
                         if diff > 0 {
-                            self.book.add(agg, t, CUSTOMERS_EXPANDED, 1);
-                            self.book.add(agg, t, MRR_EXPANSION, diff);
+                            self.book.add_many(
+                                agg,
+                                t,
+                                &[(CUSTOMERS_EXPANDED, 1), (MRR_EXPANSION, diff)],
+                            );
                         } else if diff < 0 {
                             self.book.add(agg, t, MRR_CONTRACTION, -diff);
                         }
@@ -616,8 +666,8 @@ impl Engine {
                         a.last = t;
                     }
                     _ => {
-                        self.book.add(agg, t, CUSTOMERS_NEW, 1);
-                        self.book.add(agg, t, MRR_NEW, *mrr);
+                        self.book
+                            .add_many(agg, t, &[(CUSTOMERS_NEW, 1), (MRR_NEW, *mrr)]);
                         self.book.gauge(agg, G_CUSTOMERS_ACTIVE, 1);
                         self.book.gauge(agg, G_MRR, *mrr);
                         self.accounts.insert(
@@ -638,8 +688,8 @@ impl Engine {
                 if let Some(a) = self.account(k) {
                     if a.active {
                         let (_, agg) = self.target(ev, a.owner);
-                        self.book.add(agg, t, CUSTOMERS_CHURNED, 1);
-                        self.book.add(agg, t, MRR_CHURNED, a.mrr);
+                        self.book
+                            .add_many(agg, t, &[(CUSTOMERS_CHURNED, 1), (MRR_CHURNED, a.mrr)]);
                         self.book.gauge(a.agg, G_CUSTOMERS_ACTIVE, -1);
                         self.book.gauge(a.agg, G_MRR, -a.mrr);
                     }
@@ -661,29 +711,38 @@ impl Engine {
                 let (_, agg) = self.target(ev, owner);
                 let score = i64::from(*score);
                 match kind {
-                    SurveyKind::Nps => {
-                        self.book.add(agg, t, NPS_RESPONSES, 1);
-                        if score >= 9 {
-                            self.book.add(agg, t, NPS_PROMOTERS, 1);
-                        } else if score <= 6 {
-                            self.book.add(agg, t, NPS_DETRACTORS, 1);
-                        }
-                    }
-                    SurveyKind::Csat => {
-                        self.book.add(agg, t, CSAT_RESPONSES, 1);
-                        if score >= 4 {
-                            self.book.add(agg, t, CSAT_SATISFIED, 1);
-                        }
-                        self.book.add(agg, t, CSAT_SCORE_SUM, score);
-                    }
+                    SurveyKind::Nps => self.book.add_many(
+                        agg,
+                        t,
+                        &[
+                            (NPS_RESPONSES, 1),
+                            (NPS_PROMOTERS, i64::from(score >= 9)),
+                            (NPS_DETRACTORS, i64::from(score <= 6)),
+                        ],
+                    ),
+                    SurveyKind::Csat => self.book.add_many(
+                        agg,
+                        t,
+                        &[
+                            (CSAT_RESPONSES, 1),
+                            (CSAT_SATISFIED, i64::from(score >= 4)),
+                            (CSAT_SCORE_SUM, score),
+                        ],
+                    ),
                 }
             }
             Body::TimeLogged { category, duration } => {
                 let (_, agg) = self.target(ev, None);
-                self.book.add(agg, t, LOGGED_SECONDS, *duration);
-                if *category == TimeCategory::Selling {
-                    self.book.add(agg, t, SELLING_SECONDS, *duration);
-                }
+                let selling = if *category == TimeCategory::Selling {
+                    *duration
+                } else {
+                    0
+                };
+                self.book.add_many(
+                    agg,
+                    t,
+                    &[(LOGGED_SECONDS, *duration), (SELLING_SECONDS, selling)],
+                );
             }
             Body::SpendRecorded { amount, .. } => {
                 let team = ev.team.as_deref().map(|t| self.book.names.intern(t));
@@ -952,12 +1011,10 @@ impl Engine {
             .collect();
         e.book.aggs = state.aggs;
         e.book.clock.set(&e.book.plan, state.now);
-        for (&k, &t) in &state.dedup {
-            e.dedup
-                .by_hour
-                .entry(t.div_euclid(HOUR))
-                .or_default()
-                .push(k);
+        let mut ids: Vec<(i64, u128)> = state.dedup.iter().map(|(&k, &t)| (t, k)).collect();
+        ids.sort_unstable();
+        for (t, k) in ids {
+            e.dedup.index(k, t);
         }
         e.dedup.seen = state.dedup;
         e.leads = state.leads;

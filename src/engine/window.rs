@@ -72,6 +72,12 @@ pub struct Clock {
     pub heads: Vec<i64>,
     /// [start, end) of the current period of each calendar window.
     pub periods: Vec<(i64, i64)>,
+    /// The first instant at which a head or a period changes.
+    next_change: i64,
+    /// Per ring: the start of the head bucket and its slot, so that the
+    /// common contribution (in the head bucket) needs no division.
+    head_start: Vec<i64>,
+    head_slot: Vec<usize>,
 }
 
 /// Before any event: far in the past, but with room to subtract from.
@@ -87,6 +93,9 @@ impl Clock {
                 .map(|r| DAWN.div_euclid(r.granularity))
                 .collect(),
             periods: vec![(DAWN, DAWN); plan.calendars.len()],
+            next_change: DAWN,
+            head_start: vec![DAWN; plan.rings.len()],
+            head_slot: vec![0; plan.rings.len()],
         };
         c.set(plan, DAWN);
         c
@@ -98,14 +107,24 @@ impl Clock {
             return;
         }
         self.now = now;
-        for (head, ring) in self.heads.iter_mut().zip(&plan.rings) {
-            *head = now.div_euclid(ring.granularity);
+        if now < self.next_change {
+            return;
+        }
+        let mut next = i64::MAX;
+        for (r, ring) in plan.rings.iter().enumerate() {
+            let head = now.div_euclid(ring.granularity);
+            self.heads[r] = head;
+            self.head_start[r] = head.saturating_mul(ring.granularity);
+            self.head_slot[r] = head.rem_euclid(ring.len) as usize;
+            next = next.min((head + 1).saturating_mul(ring.granularity));
         }
         for (period, cal) in self.periods.iter_mut().zip(&plan.calendars) {
             if now >= period.1 {
                 *period = calendar_period(*cal, plan.timezone, now);
             }
+            next = next.min(period.1);
         }
+        self.next_change = next;
     }
 }
 
@@ -154,8 +173,70 @@ fn local_midnight(tz: chrono_tz::Tz, year: i32, month: u32) -> i64 {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 struct Slot {
     bucket: i64,
-    /// Sparse (part, value) pairs added to this bucket, one per part.
-    deltas: Vec<(u32, i64)>,
+    deltas: Deltas,
+}
+
+/// What was added to one bucket: a short sparse list of (part, value) while
+/// few parts are touched (fine buckets), a dense array once many are
+/// (coarse buckets), so that finding a part never scans a long list.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+enum Deltas {
+    Sparse(Vec<(u32, i64)>),
+    Dense(Vec<i64>),
+}
+
+impl Default for Deltas {
+    fn default() -> Self {
+        Deltas::Sparse(Vec::new())
+    }
+}
+
+/// A sparse list longer than this turns dense.
+const SPARSE_MAX: usize = 12;
+
+impl Deltas {
+    fn clear(&mut self) {
+        match self {
+            Deltas::Sparse(v) => v.clear(),
+            Deltas::Dense(_) => *self = Deltas::Sparse(Vec::new()),
+        }
+    }
+
+    fn add(&mut self, part: usize, v: i64, parts: usize) {
+        match self {
+            Deltas::Dense(d) => d[part] = d[part].wrapping_add(v),
+            Deltas::Sparse(list) => {
+                if let Some((_, acc)) = list.iter_mut().find(|(p, _)| *p as usize == part) {
+                    *acc = acc.wrapping_add(v);
+                } else if list.len() < SPARSE_MAX {
+                    list.push((part as u32, v));
+                } else {
+                    let mut d = vec![0i64; parts];
+                    for &(p, x) in list.iter() {
+                        d[p as usize] = x;
+                    }
+                    d[part] = v;
+                    *self = Deltas::Dense(d);
+                }
+            }
+        }
+    }
+
+    /// Subtracts every delta from `sums`.
+    fn subtract_from(&self, sums: &mut [i64]) {
+        match self {
+            Deltas::Sparse(list) => {
+                for &(p, v) in list {
+                    sums[p as usize] = sums[p as usize].wrapping_sub(v);
+                }
+            }
+            Deltas::Dense(d) => {
+                for (s, v) in sums.iter_mut().zip(d) {
+                    *s = s.wrapping_sub(*v);
+                }
+            }
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -210,9 +291,7 @@ impl Series {
                     while b <= to {
                         let slot = &ring.slots[b.rem_euclid(rp.len) as usize];
                         if slot.bucket == b {
-                            for &(p, v) in &slot.deltas {
-                                sums[p as usize] = sums[p as usize].wrapping_sub(v);
-                            }
+                            slot.deltas.subtract_from(sums);
                         }
                         b += 1;
                     }
@@ -232,12 +311,23 @@ impl Series {
 
     /// Adds `v` (negative to retract) to `part` at time `t <= clock.now`.
     pub fn add(&mut self, plan: &WindowPlan, clock: &Clock, t: i64, part: usize, v: i64) {
+        self.add_many(plan, clock, t, &[(part, v)]);
+    }
+
+    /// Adds several (part, value) contributions at one time `t <= clock.now`:
+    /// the clock and the buckets are looked up once for all of them.
+    pub fn add_many(&mut self, plan: &WindowPlan, clock: &Clock, t: i64, parts: &[(usize, i64)]) {
         debug_assert!(t <= clock.now, "a contribution from the future");
-        debug_assert!(part < plan.parts);
+        debug_assert!(parts.iter().all(|&(p, _)| p < plan.parts));
         self.advance(plan, clock);
         let k = plan.parts;
-        for (ring, rp) in self.rings.iter_mut().zip(&plan.rings) {
-            let b = t.div_euclid(rp.granularity);
+        for (r, (ring, rp)) in self.rings.iter_mut().zip(&plan.rings).enumerate() {
+            let (b, slot_index) = if t >= clock.head_start[r] {
+                (ring.head, clock.head_slot[r])
+            } else {
+                let b = t.div_euclid(rp.granularity);
+                (b, b.rem_euclid(rp.len) as usize)
+            };
             if b > ring.head || b <= ring.head - rp.len {
                 continue;
             }
@@ -245,32 +335,36 @@ impl Series {
                 ring.slots = vec![
                     Slot {
                         bucket: i64::MIN,
-                        deltas: Vec::new()
+                        deltas: Deltas::default()
                     };
                     rp.len as usize
                 ];
             }
-            let slot = &mut ring.slots[b.rem_euclid(rp.len) as usize];
+            let slot = &mut ring.slots[slot_index];
             if slot.bucket != b {
                 // The slot's old bucket has left every window on this ring.
                 slot.bucket = b;
                 slot.deltas.clear();
             }
-            match slot.deltas.iter_mut().find(|(p, _)| *p as usize == part) {
-                Some((_, acc)) => *acc = acc.wrapping_add(v),
-                None => slot.deltas.push((part as u32, v)),
+            for &(part, v) in parts {
+                slot.deltas.add(part, v, k);
             }
             for &(w, n) in &rp.windows {
                 if b > ring.head - n {
-                    let s = &mut self.sums[w * k + part];
-                    *s = s.wrapping_add(v);
+                    let sums = &mut self.sums[w * k..(w + 1) * k];
+                    for &(part, v) in parts {
+                        sums[part] = sums[part].wrapping_add(v);
+                    }
                 }
             }
         }
         for (c, &(start, _)) in clock.periods.iter().enumerate() {
             if t >= start {
-                let s = &mut self.sums[(plan.n_sliding + c) * k + part];
-                *s = s.wrapping_add(v);
+                let w = plan.n_sliding + c;
+                let sums = &mut self.sums[w * k..(w + 1) * k];
+                for &(part, v) in parts {
+                    sums[part] = sums[part].wrapping_add(v);
+                }
             }
         }
     }
