@@ -42,7 +42,7 @@ sleep 2
 echo "loading $N simulated events into tansu..."
 load_start=$(date +%s.%N)
 ./target/release/kpistream simulate --brokers "127.0.0.1:$port" --topic crm-events --count "$N" \
-  --seed 11 --reps 200 --teams 8 --teams-out "$work/teams.json" 2>"$work/sim.log"
+  --seed 11 --reps 200 --team-count 8 --teams-out "$work/teams.json" 2>"$work/sim.log"
 load_end=$(date +%s.%N)
 echo "loaded in $(python3 -c "print(round($load_end-$load_start,1))") s"
 

@@ -54,7 +54,7 @@ enum Command {
         #[arg(long, default_value_t = 16)]
         reps: usize,
         #[arg(long, default_value_t = 3)]
-        teams: usize,
+        team_count: usize,
         /// Include redeliveries, late, unknown and malformed messages.
         #[arg(long, default_value_t = false)]
         faults: bool,
@@ -65,11 +65,12 @@ enum Command {
     /// The embedded default: an in-process mock Kafka cluster, a simulator
     /// producing live CRM events for three teams, and the full service on it.
     Demo {
-        /// Live messages per second.
-        #[arg(long, default_value_t = 20.0)]
+        /// Messages per second, in event time and live.
+        #[arg(long, default_value_t = 2.0)]
         rate: f64,
-        /// Event time simulated before now at start, so windows have data.
-        #[arg(long, default_value = "6h")]
+        /// Event time simulated before now at start (produced at once), so
+        /// that every window, deals and subscriptions included, has data.
+        #[arg(long, default_value = "7d")]
         backfill: String,
     },
 }
@@ -106,14 +107,14 @@ fn main() -> anyhow::Result<()> {
             count,
             seed,
             reps,
-            teams,
+            team_count,
             faults,
             teams_out,
         } => {
             let sim = Simulator::new(SimConfig {
                 seed,
                 reps,
-                teams,
+                teams: team_count,
                 faults,
                 ..SimConfig::default()
             });
@@ -169,4 +170,35 @@ fn simulate_stdout(mut sim: Simulator, count: u64) -> anyhow::Result<()> {
     }
     out.flush()?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn command_line_definition_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+        let cli = Cli::try_parse_from([
+            "kpistream",
+            "simulate",
+            "--count",
+            "5",
+            "--reps",
+            "4",
+            "--team-count",
+            "2",
+        ])
+        .unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Simulate {
+                reps: 4,
+                team_count: 2,
+                count: Some(5),
+                ..
+            }
+        ));
+    }
 }
