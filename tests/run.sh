@@ -27,4 +27,4 @@ cargo fmt --check
 cargo clippy --all-targets -- -D warnings
 
 echo "== tests (unit, property, integration; benches run once in test mode)"
-KPISTREAM_BENCH_EVENTS=20000 cargo test --all-targets
+KPISTREAM_BENCH_EVENTS=20000 KPISTREAM_BENCH_DEALS=20000 cargo test --all-targets
