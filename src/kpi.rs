@@ -153,7 +153,7 @@ pub fn window_kpis(layout: &Layout, t: &Totals, w: usize) -> Map<String, Value> 
     let v = |i: usize| SCALARS[i].2.value(p[i]);
     let mut k = Map::new();
     for &(i, name, unit) in SCALARS {
-        k.insert(name.to_owned(), json!(unit.value(p[i])));
+        k.insert(name.to_owned(), unit.json(p[i]));
     }
 
     let mut exits = Map::new();
@@ -166,7 +166,7 @@ pub fn window_kpis(layout: &Layout, t: &Totals, w: usize) -> Map<String, Value> 
         let mut by_outcome = Map::new();
         for (o, c) in ExitOutcome::ALL.iter().zip(counts) {
             if c != 0 {
-                by_outcome.insert(o.as_str().to_owned(), json!(c as f64));
+                by_outcome.insert(o.as_str().to_owned(), json!(c));
             }
         }
         exits.insert(stage.clone(), Value::Object(by_outcome));
@@ -182,7 +182,7 @@ pub fn window_kpis(layout: &Layout, t: &Totals, w: usize) -> Map<String, Value> 
     let mrr = micro(g[G_MRR]);
     let quota_month = micro(g[G_QUOTA_MONTH]);
     let quota_quarter = micro(g[G_QUOTA_QUARTER]);
-    k.insert("open_deals".into(), json!(open_deals));
+    k.insert("open_deals".into(), json!(g[G_OPEN_DEALS]));
     k.insert(
         "open_pipeline_amount".into(),
         json!(micro(g[G_OPEN_AMOUNT])),
@@ -192,7 +192,7 @@ pub fn window_kpis(layout: &Layout, t: &Totals, w: usize) -> Map<String, Value> 
     for (s, stage) in layout.stages.iter().enumerate() {
         let n = g[G_STAGES + 2 * s];
         if n != 0 {
-            by_stage.insert(stage.clone(), json!(n as f64));
+            by_stage.insert(stage.clone(), json!(n));
             amount_by_stage.insert(stage.clone(), json!(micro(g[G_STAGES + 2 * s + 1])));
         }
     }
@@ -201,15 +201,12 @@ pub fn window_kpis(layout: &Layout, t: &Totals, w: usize) -> Map<String, Value> 
         "open_pipeline_amount_by_stage".into(),
         Value::Object(amount_by_stage),
     );
-    k.insert("customers_active".into(), json!(customers_active));
+    k.insert("customers_active".into(), json!(g[G_CUSTOMERS_ACTIVE]));
     k.insert("mrr".into(), json!(mrr));
     k.insert("arr".into(), json!(12.0 * mrr));
     k.insert("quota_month".into(), json!(quota_month));
     k.insert("quota_quarter".into(), json!(quota_quarter));
-    k.insert(
-        "meetings_upcoming".into(),
-        json!(g[G_MEETINGS_UPCOMING] as f64),
-    );
+    k.insert("meetings_upcoming".into(), json!(g[G_MEETINGS_UPCOMING]));
 
     let won = v(DEALS_WON);
     let win_rate = ratio(won, won + v(DEALS_LOST));

@@ -19,6 +19,14 @@ impl Unit {
             Unit::Micro => raw as f64 / crate::event::MICRO,
         }
     }
+
+    /// The value as JSON: counts as integers, amounts as decimals.
+    pub fn json(self, raw: i64) -> serde_json::Value {
+        match self {
+            Unit::Count => raw.into(),
+            Unit::Micro => self.value(raw).into(),
+        }
+    }
 }
 
 macro_rules! parts {
