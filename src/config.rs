@@ -51,6 +51,7 @@ pub struct RawSettings {
     pub kafka: RawKafka,
     pub snapshot: RawSnapshot,
     pub http: RawHttp,
+    pub output: RawOutput,
     pub shutdown: RawShutdown,
 }
 
@@ -92,6 +93,15 @@ pub struct RawHttp {
     /// Cardinality guard: reps exported on /metrics; the rest are summed
     /// into `rep="other"` and counted in `kpistream_folded_reps`.
     pub max_exported_reps: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawOutput {
+    /// Topic of the KPI documents, keyed `scope/id/window`; empty disables.
+    pub topic: String,
+    /// How often the changed documents are produced.
+    pub interval: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -287,7 +297,15 @@ pub struct Settings {
     pub snapshot: SnapshotSettings,
     pub http_listen: std::net::SocketAddr,
     pub max_exported_reps: usize,
+    pub output: Option<OutputSettings>,
     pub shutdown_timeout: std::time::Duration,
+}
+
+/// The KPI topic, when `output.topic` is set.
+#[derive(Debug, Clone)]
+pub struct OutputSettings {
+    pub topic: String,
+    pub interval: std::time::Duration,
 }
 
 /// Command-line values that take precedence over files and environment.
@@ -526,6 +544,21 @@ impl Settings {
             .iter()
             .map(|(k, v)| (k.replace('_', "."), v.clone()))
             .collect();
+        let output_topic = raw.output.topic.trim().to_owned();
+        if !output_topic.is_empty() {
+            if !is_topic_name(&output_topic) {
+                return Err(invalid(
+                    "output.topic",
+                    "topic names are 1 to 249 of a-z A-Z 0-9 . _ -",
+                ));
+            }
+            if topics.contains(&output_topic) || output_topic == dlq {
+                return Err(invalid(
+                    "output.topic",
+                    "must differ from the input and dead-letter topics",
+                ));
+            }
+        }
         if raw.snapshot.every_events == 0 {
             return Err(invalid("snapshot.every_events", "must be at least 1"));
         }
@@ -554,6 +587,18 @@ impl Settings {
             },
             http_listen,
             max_exported_reps: raw.http.max_exported_reps,
+            output: if output_topic.is_empty() {
+                None
+            } else {
+                let interval = std_duration("output.interval", &raw.output.interval)?;
+                if interval.is_zero() {
+                    return Err(invalid("output.interval", "must be more than zero"));
+                }
+                Some(OutputSettings {
+                    topic: output_topic,
+                    interval,
+                })
+            },
             shutdown_timeout: std_duration("shutdown.timeout", &raw.shutdown.timeout)?,
             engine: EngineConfig {
                 sliding,

@@ -34,6 +34,7 @@ pub mod event;
 pub mod exposition;
 pub mod http;
 pub mod kpi;
+pub mod output;
 pub mod processor;
 pub mod replay;
 pub mod service;

@@ -3,16 +3,19 @@
 
 use std::future::{Future, IntoFuture};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::Sender;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use prometheus_client::registry::Registry;
-use tracing::{error, info};
+use tracing::{debug, error, info};
 
 use crate::config::Settings;
 use crate::http::{self, AppState};
 use crate::kpi::Layout;
-use crate::source::{self, Control};
+use crate::output::Publisher;
+use crate::source::{self, Control, ViewRequest};
 use crate::telemetry::Metrics;
 
 /// Runs the service until `shutdown` completes or ingestion fails.
@@ -28,11 +31,20 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> anyh
         .await
         .with_context(|| format!("cannot listen on {}", settings.http_listen))?;
     info!(addr = %listener.local_addr()?, "http listening");
+    let layout = Arc::new(Layout::new(&settings.engine));
+    let publisher = match &settings.output {
+        Some(o) => Some((
+            Publisher::new(&settings, &o.topic, layout.clone(), metrics.clone())?,
+            o.interval,
+        )),
+        None => None,
+    };
+    let output_requests = requests.clone();
     let app = http::router(AppState {
         requests,
         registry: Arc::new(registry),
         metrics: metrics.clone(),
-        layout: Arc::new(Layout::new(&settings.engine)),
+        layout,
         ready: ready.clone(),
         max_exported_reps: settings.max_exported_reps,
     });
@@ -58,6 +70,14 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> anyh
             let _ = done_tx.send(result);
         })?;
 
+    let output = publisher.map(|(publisher, interval)| {
+        let stop = stop.clone();
+        std::thread::Builder::new()
+            .name("output".into())
+            .spawn(move || publish_loop(publisher, interval, output_requests, &stop))
+    });
+    let output = output.transpose()?;
+
     tokio::pin!(done_rx);
     let result = tokio::select! {
         r = &mut done_rx => r.unwrap_or_else(|_| Err(anyhow::anyhow!("ingest thread panicked")))
@@ -75,6 +95,10 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> anyh
             }
         }
     };
+    stop.store(true, Ordering::Release);
+    if let Some(o) = output {
+        let _ = tokio::task::spawn_blocking(move || o.join()).await;
+    }
     let _ = stop_http.send(());
     let _ = tokio::time::timeout(std::time::Duration::from_secs(2), server).await;
     match &result {
@@ -82,6 +106,35 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> anyh
         Err(e) => error!(error = %format!("{e:#}"), "stopped with an error"),
     }
     result
+}
+
+/// Every `interval`, asks the ingest loop for a copy of the state and
+/// produces the KPI documents that changed; once more at shutdown.
+fn publish_loop(
+    mut publisher: Publisher,
+    interval: Duration,
+    requests: Sender<ViewRequest>,
+    stop: &AtomicBool,
+) {
+    let mut next = Instant::now() + interval;
+    loop {
+        let stopping = stop.load(Ordering::Acquire);
+        if stopping || Instant::now() >= next {
+            let (reply, rx) = tokio::sync::oneshot::channel();
+            if requests.send(ViewRequest { reply }).is_ok() {
+                if let Ok(copy) = rx.blocking_recv() {
+                    let n = publisher.publish(&copy.view);
+                    debug!(documents = n, "KPI documents produced");
+                }
+            }
+            next = Instant::now() + interval;
+        }
+        if stopping {
+            publisher.flush(Duration::from_secs(5));
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50).min(interval));
+    }
 }
 
 /// Completes on SIGTERM or SIGINT.
