@@ -26,7 +26,7 @@ use crate::processor::{Counts, Processor};
 
 const MAGIC: &[u8; 8] = b"KPISNAP\0";
 /// The current format; older formats get a migration here when they exist.
-pub const FORMAT: u32 = 1;
+pub const FORMAT: u32 = 2;
 const HEADER: usize = 8 + 4 + 8 + 8;
 
 #[derive(Debug, thiserror::Error)]

@@ -9,7 +9,7 @@ pub mod parts;
 pub mod window;
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, VecDeque};
+use std::collections::BinaryHeap;
 
 use serde::{Deserialize, Serialize};
 use xxhash_rust::xxh3::xxh3_128;
@@ -184,48 +184,25 @@ struct Quota {
 /// Applied event ids, remembered for the dedup horizon of event time.
 #[derive(Debug, Clone, Default)]
 struct Dedup {
-    seen: Map<u128, i64>,
-    /// Ids by the hour of their event time, oldest first, for eviction.
-    by_hour: VecDeque<(i64, Vec<u128>)>,
+    seen: Map<Key, i64>,
 }
 
-const HOUR: i64 = 3_600 * SECOND;
-
 impl Dedup {
-    fn is_duplicate(&self, key: u128, horizon_start: i64) -> bool {
+    fn is_duplicate(&self, key: Key, horizon_start: i64) -> bool {
         self.seen.get(&key).is_some_and(|&t| t >= horizon_start)
     }
 
-    fn insert(&mut self, key: u128, t: i64) {
+    fn insert(&mut self, key: Key, t: i64) {
         self.seen.insert(key, t);
-        self.index(key, t);
     }
 
-    fn index(&mut self, key: u128, t: i64) {
-        let hour = t.div_euclid(HOUR);
-        match self.by_hour.back_mut() {
-            // In-order events land in the newest hour.
-            Some((h, keys)) if *h == hour => keys.push(key),
-            Some((h, _)) if *h > hour => {
-                match self.by_hour.binary_search_by_key(&hour, |(h, _)| *h) {
-                    Ok(i) => self.by_hour[i].1.push(key),
-                    Err(i) => self.by_hour.insert(i, (hour, vec![key])),
-                }
-            }
-            _ => self.by_hour.push_back((hour, vec![key])),
-        }
-    }
-
+    /// Forgets the ids older than the horizon.
     fn evict(&mut self, horizon_start: i64) {
-        let keep_from = horizon_start.div_euclid(HOUR);
-        while self.by_hour.front().is_some_and(|(h, _)| *h < keep_from) {
-            let (_, keys) = self.by_hour.pop_front().expect("front exists");
-            for key in keys {
-                self.seen.remove(&key);
-            }
-        }
+        self.seen.retain(|_, t| *t >= horizon_start);
     }
 }
+
+const HOUR: i64 = 3_600 * SECOND;
 
 /// Counts of what the engine holds, for memory and cardinality metrics.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -246,13 +223,13 @@ pub struct Engine {
     teams: Map<u32, u32>,
     unassigned: u32,
     stage_ids: Map<String, u8>,
-    leads: Map<u128, Lead>,
-    deals: Map<u128, Deal>,
-    meetings: Map<u128, Meeting>,
-    accounts: Map<u128, Account>,
+    leads: Map<Key, Lead>,
+    deals: Map<Key, Deal>,
+    meetings: Map<Key, Meeting>,
+    accounts: Map<Key, Account>,
     quotas: Map<u32, Quota>,
     dedup: Dedup,
-    timers: BinaryHeap<Reverse<(i64, u128)>>,
+    timers: BinaryHeap<Reverse<(i64, Key)>>,
     /// The largest `occurred_at` this engine applied. The dedup horizon and
     /// forgetting count from it, not from T, so that this state is a function
     /// of its own events alone, whenever it is read at whatever instance clock.
@@ -263,12 +240,18 @@ pub struct Engine {
     next_evict: i64,
 }
 
-fn key(id: &str) -> u128 {
-    xxh3_128(id.as_bytes())
+/// A 128-bit hash of an id, kept as two words: 8-byte aligned, so map
+/// entries are not padded to 16 bytes as a `u128`'s would be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Key(u64, u64);
+
+fn key(id: &str) -> Key {
+    let h = xxh3_128(id.as_bytes());
+    Key((h >> 64) as u64, h as u64)
 }
 
 /// The key an event id is remembered by for deduplication.
-pub fn id_key(id: &str) -> u128 {
+pub fn id_key(id: &str) -> Key {
     key(id)
 }
 
@@ -376,7 +359,7 @@ impl Engine {
     }
 
     /// As [`Engine::is_duplicate`], for an [`id_key`].
-    pub fn is_duplicate_key(&self, id: u128) -> bool {
+    pub fn is_duplicate_key(&self, id: Key) -> bool {
         self.dedup
             .is_duplicate(id, self.max_at - self.cfg.dedup_horizon)
     }
@@ -392,7 +375,7 @@ impl Engine {
 
     /// As [`Engine::offer`], for an event whose [`id_key`] the caller has
     /// just found not to be a duplicate.
-    pub fn offer_unseen(&mut self, ev: &Event<'_>, id: u128) -> Result<(), Skip> {
+    pub fn offer_unseen(&mut self, ev: &Event<'_>, id: Key) -> Result<(), Skip> {
         if let Some(deal) = ev.body.deal() {
             if let Some(d) = self.deals.get(&key(deal)) {
                 if d.closed && d.last >= self.idle_since() {
@@ -407,8 +390,10 @@ impl Engine {
             self.dedup.insert(id, ev.at);
         }
         if self.max_at >= self.next_evict {
+            // Every eighth of the horizon (at least an hour): ids are kept
+            // at most 9/8 of the horizon, and the sweep costs O(1) per event.
             self.dedup.evict(self.max_at - self.cfg.dedup_horizon);
-            self.next_evict = self.max_at + HOUR;
+            self.next_evict = self.max_at + (self.cfg.dedup_horizon / 8).max(HOUR);
         }
         if self.max_at >= self.next_sweep {
             self.sweep();
@@ -815,7 +800,7 @@ impl Engine {
         }
     }
 
-    fn is_stale_deal(&self, k: u128) -> bool {
+    fn is_stale_deal(&self, k: Key) -> bool {
         self.deals
             .get(&k)
             .is_some_and(|d| d.closed && d.last < self.idle_since())
@@ -823,7 +808,7 @@ impl Engine {
 
     /// The deal, opened implicitly (at this event's time, stage unknown) if
     /// unknown. Returns its key.
-    fn implicit_deal(&mut self, ev: &Event<'_>, deal: &str) -> u128 {
+    fn implicit_deal(&mut self, ev: &Event<'_>, deal: &str) -> Key {
         let k = key(deal);
         if self.deals.contains_key(&k) && !self.is_stale_deal(k) {
             return k;
@@ -848,7 +833,7 @@ impl Engine {
     }
 
     /// Adds (`sign` 1) or removes (-1) an open deal's current-state gauges.
-    fn deal_gauges(&mut self, k: u128, sign: i64) {
+    fn deal_gauges(&mut self, k: Key, sign: i64) {
         let d = &self.deals[&k];
         if d.closed {
             return;
@@ -863,7 +848,7 @@ impl Engine {
         }
     }
 
-    fn account(&self, k: u128) -> Option<Account> {
+    fn account(&self, k: Key) -> Option<Account> {
         self.accounts
             .get(&k)
             .filter(|a| a.active || a.last >= self.idle_since())
@@ -898,7 +883,7 @@ impl Engine {
 
     /// Brings a meeting's due, held, missed and upcoming contributions in
     /// line with its state and the clock, and sets timers for what is ahead.
-    fn recount_meeting(&mut self, k: u128) {
+    fn recount_meeting(&mut self, k: Key) {
         let now = self.book.clock.now;
         let grace = self.cfg.no_show_grace;
         let Some(m) = self.meetings.get(&k) else {
@@ -1011,11 +996,6 @@ impl Engine {
             .collect();
         e.book.aggs = state.aggs;
         e.book.clock.set(&e.book.plan, state.now);
-        let mut ids: Vec<(i64, u128)> = state.dedup.iter().map(|(&k, &t)| (t, k)).collect();
-        ids.sort_unstable();
-        for (t, k) in ids {
-            e.dedup.index(k, t);
-        }
         e.dedup.seen = state.dedup;
         e.leads = state.leads;
         e.deals = state.deals;
@@ -1059,13 +1039,13 @@ struct StateRef<'a> {
     next_sweep: i64,
     names: &'a [Box<str>],
     aggs: &'a [Agg],
-    leads: &'a Map<u128, Lead>,
-    deals: &'a Map<u128, Deal>,
-    meetings: &'a Map<u128, Meeting>,
-    accounts: &'a Map<u128, Account>,
+    leads: &'a Map<Key, Lead>,
+    deals: &'a Map<Key, Deal>,
+    meetings: &'a Map<Key, Meeting>,
+    accounts: &'a Map<Key, Account>,
     quotas: &'a Map<u32, Quota>,
-    dedup: &'a Map<u128, i64>,
-    timers: Vec<(i64, u128)>,
+    dedup: &'a Map<Key, i64>,
+    timers: Vec<(i64, Key)>,
 }
 
 #[derive(Deserialize)]
@@ -1075,13 +1055,13 @@ struct StateOwned {
     next_sweep: i64,
     names: Vec<Box<str>>,
     aggs: Vec<Agg>,
-    leads: Map<u128, Lead>,
-    deals: Map<u128, Deal>,
-    meetings: Map<u128, Meeting>,
-    accounts: Map<u128, Account>,
+    leads: Map<Key, Lead>,
+    deals: Map<Key, Deal>,
+    meetings: Map<Key, Meeting>,
+    accounts: Map<Key, Account>,
     quotas: Map<u32, Quota>,
-    dedup: Map<u128, i64>,
-    timers: Vec<(i64, u128)>,
+    dedup: Map<Key, i64>,
+    timers: Vec<(i64, Key)>,
 }
 
 /// One (rep, team) pair's window sums (window-major) and gauges.
