@@ -596,7 +596,10 @@ pub fn run(
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
-        .set("statistics.interval.ms", "5000");
+        .set("statistics.interval.ms", "5000")
+        // Prefetch at most 16 MiB per partition (librdkafka's default is
+        // 64 MiB): memory stays bounded by state, not by the fetch queue.
+        .set("queued.max.messages.kbytes", "16384");
     for (k, v) in &settings.kafka.properties {
         config.set(k, v);
     }
