@@ -113,14 +113,34 @@ impl Book {
     }
 }
 
+/// 24 bytes: leads are the most numerous entities (every lead idle for
+/// less than the longest window is kept), so no `Option` padding here.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Lead {
-    created_at: Option<i64>,
-    owner: Option<u32>,
+    /// When its `lead.created` was applied; [`UNSEEN`] before.
+    created_at: i64,
+    last: i64,
+    /// The rep of its `lead.created`; [`NONE`] before.
+    owner: u32,
     created: bool,
     converted: bool,
     touched: bool,
-    last: i64,
+}
+
+/// A time not seen yet.
+const UNSEEN: i64 = i64::MIN;
+
+impl Lead {
+    fn new(t: i64) -> Lead {
+        Lead {
+            created_at: UNSEEN,
+            last: t,
+            owner: NONE,
+            created: false,
+            converted: false,
+            touched: false,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -429,14 +449,14 @@ impl Engine {
                 let l = self.lead(lead, t);
                 if !l.created {
                     l.created = true;
-                    l.created_at = Some(t);
-                    l.owner = Some(rep);
+                    l.created_at = t;
+                    l.owner = rep;
                     self.book.add(agg, t, LEADS_CREATED, 1);
                 }
             }
             Body::LeadConverted { lead } => {
                 let owner = self.lead(lead, t).owner;
-                let (_, agg) = self.target(ev, owner);
+                let (_, agg) = self.target(ev, (owner != NONE).then_some(owner));
                 let l = self.lead(lead, t);
                 if !l.converted {
                     l.converted = true;
@@ -756,23 +776,9 @@ impl Engine {
     /// forgotten.
     fn lead(&mut self, lead: &str, t: i64) -> &mut Lead {
         let idle = self.idle_since();
-        let l = self.leads.entry(key(lead)).or_insert(Lead {
-            created_at: None,
-            owner: None,
-            created: false,
-            converted: false,
-            touched: false,
-            last: t,
-        });
+        let l = self.leads.entry(key(lead)).or_insert(Lead::new(t));
         if l.last < idle {
-            *l = Lead {
-                created_at: None,
-                owner: None,
-                created: false,
-                converted: false,
-                touched: false,
-                last: t,
-            };
+            *l = Lead::new(t);
         }
         l.last = l.last.max(t);
         l
@@ -787,8 +793,8 @@ impl Engine {
         l.touched = true;
         let created_at = l.created_at;
         self.book.add(agg, t, PROSPECTS_CONTACTED, 1);
-        if let Some(created) = created_at {
-            let response = t - created;
+        if created_at != UNSEEN {
+            let response = t - created_at;
             self.book.add(agg, t, LEAD_RESPONSE_SUM, response);
             self.book.add(agg, t, LEAD_RESPONSE_COUNT, 1);
             self.book.add(
