@@ -35,7 +35,7 @@ http=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); pr
 (cd "$work" && exec "$TANSU" broker --listener-url "tcp://127.0.0.1:$port" \
   --advertised-listener-url "tcp://127.0.0.1:$port" --storage-engine sqlite://tansu.db >tansu.log 2>&1) &
 tansu_pid=$!
-trap 'kill $tansu_pid 2>/dev/null; kill ${svc_pid:-0} 2>/dev/null; rm -rf "$work"; true' EXIT
+trap 'set +e; kill $tansu_pid 2>/dev/null; kill ${svc_pid:-0} 2>/dev/null; rm -rf "$work"; true' EXIT
 sleep 2
 "$TANSU" topic create --broker "tcp://127.0.0.1:$port" --partitions 3 crm-events >/dev/null 2>&1 || true
 

@@ -6,9 +6,11 @@
 //! magic "KPISNAP\0" | format u32 LE | body length u64 LE | xxh3-64 of body u64 LE | body
 //! ```
 //!
-//! The body (postcard) holds the offset the snapshot covers (the next offset
-//! to consume), the outcome counts, the engine's layout fingerprint and the
-//! engine state. [`encode`] and [`decode`] are pure; [`Store`] writes files
+//! The body (postcard) is a head, with the offset the snapshot covers (the
+//! next offset to consume), the outcome counts and the engine's layout
+//! fingerprint, followed by the engine state, encoded in place in the one
+//! buffer of the file image (no intermediate copy: a snapshot's transient
+//! memory is about its own size). [`encode`] and [`decode`] are pure; [`Store`] writes files
 //! atomically (temp file, fsync, rename, fsync of the directory) under
 //! `DIR/TOPIC/PARTITION/OFFSET.snap`, keeps the newest few, and on load
 //! falls back from a corrupt or unreadable file to the one before it.
@@ -48,19 +50,17 @@ pub enum SnapshotError {
 }
 
 #[derive(Serialize)]
-struct BodyRef<'a> {
+struct HeadRef<'a> {
     next_offset: i64,
     counts: &'a Counts,
     layout: String,
-    engine: &'a [u8],
 }
 
 #[derive(Deserialize)]
-struct Body {
+struct Head {
     next_offset: i64,
     counts: Counts,
     layout: String,
-    engine: Vec<u8>,
 }
 
 /// A partition's processor and the offset of the next message to consume.
@@ -71,19 +71,28 @@ pub struct Restored {
 
 /// Encodes a partition's state at `next_offset` into a snapshot file image.
 pub fn encode(p: &Processor, next_offset: i64) -> Result<Vec<u8>, SnapshotError> {
-    let mut engine = Vec::new();
-    p.engine.encode(&mut engine)?;
-    let body = BodyRef {
+    encode_with_capacity(p, next_offset, 0)
+}
+
+/// As [`encode`], into a buffer of `capacity` bytes to start with (the size
+/// of the partition's previous snapshot and some room: one allocation
+/// instead of a doubling series).
+pub fn encode_with_capacity(
+    p: &Processor,
+    next_offset: i64,
+    capacity: usize,
+) -> Result<Vec<u8>, SnapshotError> {
+    let head = HeadRef {
         next_offset,
         counts: &p.counts,
         layout: Engine::layout_fingerprint(p.engine.config()),
-        engine: &engine,
     };
-    let mut out = Vec::with_capacity(HEADER + engine.len() + 256);
+    let mut out = Vec::with_capacity(capacity.max(HEADER + 4096));
     out.extend_from_slice(MAGIC);
     out.extend_from_slice(&FORMAT.to_le_bytes());
     out.extend_from_slice(&[0; 16]);
-    let mut out = postcard::to_extend(&body, out)?;
+    let mut out = postcard::to_extend(&head, out)?;
+    p.engine.encode(&mut out)?;
     let len = (out.len() - HEADER) as u64;
     let sum = xxh3_64(&out[HEADER..]);
     out[12..20].copy_from_slice(&len.to_le_bytes());
@@ -112,16 +121,16 @@ pub fn decode(bytes: &[u8], cfg: EngineConfig) -> Result<Restored, SnapshotError
     if xxh3_64(body) != sum {
         return Err(SnapshotError::Checksum);
     }
-    let body: Body = postcard::from_bytes(body)?;
-    if body.layout != Engine::layout_fingerprint(&cfg) {
+    let (head, engine): (Head, &[u8]) = postcard::take_from_bytes(body)?;
+    if head.layout != Engine::layout_fingerprint(&cfg) {
         return Err(SnapshotError::Layout);
     }
-    let engine = Engine::decode(cfg, &body.engine)?;
+    let engine = Engine::decode(cfg, engine)?;
     Ok(Restored {
-        next_offset: body.next_offset,
+        next_offset: head.next_offset,
         processor: Processor {
             engine,
-            counts: body.counts,
+            counts: head.counts,
         },
     })
 }

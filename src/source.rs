@@ -59,6 +59,8 @@ struct Part {
     next: i64,
     /// The offset the newest durable snapshot covers.
     snapshotted: i64,
+    /// Bytes of the newest snapshot written (0 before the first).
+    snapshot_size: usize,
     last_snapshot: Instant,
     last_snapshot_unix: f64,
     /// The partition's high watermark, from client statistics.
@@ -266,6 +268,7 @@ impl Inner {
             processor,
             next,
             snapshotted: next,
+            snapshot_size: 0,
             last_snapshot: Instant::now(),
             last_snapshot_unix: unix_micros() as f64 / 1e6,
             high: None,
@@ -315,7 +318,8 @@ impl Inner {
         let (topic, partition, next) = (part.topic.clone(), part.partition, part.next);
         if next != part.snapshotted {
             let started = Instant::now();
-            let written = snapshot::encode(&part.processor, next)
+            let capacity = part.snapshot_size + part.snapshot_size / 4;
+            let written = snapshot::encode_with_capacity(&part.processor, next, capacity)
                 .map_err(|e| e.to_string())
                 .and_then(|image| {
                     self.store
@@ -332,6 +336,7 @@ impl Inner {
                         .get_or_create(&labels(&topic, partition))
                         .set(size as i64);
                     part.snapshotted = next;
+                    part.snapshot_size = size as usize;
                 }
                 Err(e) => {
                     error!(error = e, topic, partition, "snapshot failed");
