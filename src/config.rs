@@ -93,6 +93,18 @@ pub struct RawHttp {
     /// Cardinality guard: reps exported on /metrics; the rest are summed
     /// into `rep="other"` and counted in `kpistream_folded_reps`.
     pub max_exported_reps: usize,
+    /// Requests served at once; more are answered 503 at once.
+    pub max_concurrent_requests: usize,
+    /// Largest request body accepted.
+    pub max_request_bytes: usize,
+    /// `none`, `bearer` or `basic` for /metrics.
+    pub metrics_auth: String,
+    /// File holding the /metrics secret (token, or `user:password`).
+    pub metrics_secret_file: String,
+    /// `none`, `bearer` or `basic` for /api.
+    pub api_auth: String,
+    /// File holding the /api secret.
+    pub api_secret_file: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -297,8 +309,114 @@ pub struct Settings {
     pub snapshot: SnapshotSettings,
     pub http_listen: std::net::SocketAddr,
     pub max_exported_reps: usize,
+    pub http_limits: HttpLimits,
+    /// Credentials required on /metrics (None: open).
+    pub metrics_auth: Option<Credential>,
+    /// Credentials required on /api (None: open).
+    pub api_auth: Option<Credential>,
     pub output: Option<OutputSettings>,
     pub shutdown_timeout: std::time::Duration,
+}
+
+/// Request limits of the HTTP server.
+#[derive(Debug, Clone, Copy)]
+pub struct HttpLimits {
+    pub max_concurrent_requests: usize,
+    pub max_request_bytes: usize,
+}
+
+/// What a protected endpoint requires. Its `Debug` never shows the secret.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Credential {
+    /// `Authorization: Bearer <token>`.
+    Bearer(String),
+    /// `Authorization: Basic base64(user:password)`, kept encoded.
+    Basic(String),
+}
+
+impl std::fmt::Debug for Credential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Credential::Bearer(_) => f.write_str("Bearer(***)"),
+            Credential::Basic(_) => f.write_str("Basic(***)"),
+        }
+    }
+}
+
+/// The environment variables that may hold secrets (read as they are, not
+/// as configuration keys).
+const SECRET_VARS: [&str; 2] = ["KPISTREAM_METRICS_SECRET", "KPISTREAM_API_SECRET"];
+
+/// Reads the credential of one endpoint: the scheme from `auth`, the
+/// secret from `file`, else from its environment variable (`env`); secrets
+/// never come from the configuration file itself.
+fn credential(
+    key: &str,
+    auth: &str,
+    file: &str,
+    env: Option<&String>,
+) -> Result<Option<Credential>, ConfigError> {
+    if auth == "none" {
+        return Ok(None);
+    }
+    if auth != "bearer" && auth != "basic" {
+        return Err(invalid(
+            format!("http.{key}_auth"),
+            format!("`{auth}` is not `none`, `bearer` or `basic`"),
+        ));
+    }
+    let var = format!("KPISTREAM_{}_SECRET", key.to_ascii_uppercase());
+    let secret = if !file.is_empty() {
+        std::fs::read_to_string(file)
+            .map_err(|e| invalid(format!("http.{key}_secret_file"), format!("{file}: {e}")))?
+    } else {
+        env.cloned().ok_or_else(|| {
+            invalid(
+                format!("http.{key}_secret_file"),
+                format!("`{auth}` auth needs a secret file, or the environment variable {var}"),
+            )
+        })?
+    };
+    let secret = secret.trim_end_matches(['\n', '\r']).to_owned();
+    if secret.is_empty() {
+        return Err(invalid(
+            format!("http.{key}_secret_file"),
+            "the secret is empty",
+        ));
+    }
+    Ok(Some(if auth == "bearer" {
+        Credential::Bearer(secret)
+    } else {
+        if !secret.contains(':') {
+            return Err(invalid(
+                format!("http.{key}_secret_file"),
+                "basic auth needs `user:password`",
+            ));
+        }
+        Credential::Basic(base64(secret.as_bytes()))
+    }))
+}
+
+/// Standard base64 with padding (for HTTP basic credentials).
+pub fn base64(bytes: &[u8]) -> String {
+    const ABC: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ABC[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
 }
 
 /// The KPI topic, when `output.topic` is set.
@@ -334,9 +452,15 @@ impl Settings {
         if let Some(path) = file {
             builder = builder.add_source(config::File::from(path).required(true));
         }
+        let mut secrets = BTreeMap::new();
         let env: config::Map<String, String> = env
             .into_iter()
-            .filter(|(k, _)| k.starts_with("KPISTREAM__"))
+            .filter(|(k, v)| {
+                if SECRET_VARS.contains(&k.as_str()) {
+                    secrets.insert(k.clone(), v.clone());
+                }
+                k.starts_with("KPISTREAM__")
+            })
             .collect();
         builder = builder.add_source(
             config::Environment::with_prefix("KPISTREAM")
@@ -357,11 +481,23 @@ impl Settings {
             builder = builder.set_override("clock", clock.as_str())?;
         }
         let raw: RawSettings = builder.build()?.try_deserialize()?;
-        Self::from_raw(raw)
+        Self::from_raw_with_secrets(raw, &secrets)
     }
 
-    /// Validates the raw settings; every error names its key.
+    /// Validates the raw settings; every error names its key. Secrets given
+    /// in the environment are read from the process environment.
     pub fn from_raw(raw: RawSettings) -> Result<Self, ConfigError> {
+        let secrets = std::env::vars()
+            .filter(|(k, _)| SECRET_VARS.contains(&k.as_str()))
+            .collect();
+        Self::from_raw_with_secrets(raw, &secrets)
+    }
+
+    /// As [`Settings::from_raw`], with the secret environment variables given.
+    pub fn from_raw_with_secrets(
+        raw: RawSettings,
+        secrets: &BTreeMap<String, String>,
+    ) -> Result<Self, ConfigError> {
         let clock = match raw.clock.as_str() {
             "event" => ClockMode::Event,
             "wall" => ClockMode::Wall,
@@ -565,6 +701,12 @@ impl Settings {
         if raw.snapshot.keep == 0 {
             return Err(invalid("snapshot.keep", "must be at least 1"));
         }
+        if raw.http.max_concurrent_requests == 0 {
+            return Err(invalid(
+                "http.max_concurrent_requests",
+                "must be at least 1",
+            ));
+        }
         let http_listen = raw.http.listen.parse().map_err(|_| {
             invalid(
                 "http.listen",
@@ -587,6 +729,22 @@ impl Settings {
             },
             http_listen,
             max_exported_reps: raw.http.max_exported_reps,
+            http_limits: HttpLimits {
+                max_concurrent_requests: raw.http.max_concurrent_requests,
+                max_request_bytes: raw.http.max_request_bytes,
+            },
+            metrics_auth: credential(
+                "metrics",
+                &raw.http.metrics_auth,
+                &raw.http.metrics_secret_file,
+                secrets.get("KPISTREAM_METRICS_SECRET"),
+            )?,
+            api_auth: credential(
+                "api",
+                &raw.http.api_auth,
+                &raw.http.api_secret_file,
+                secrets.get("KPISTREAM_API_SECRET"),
+            )?,
             output: if output_topic.is_empty() {
                 None
             } else {
@@ -721,6 +879,58 @@ mod tests {
         assert_eq!(s.kafka.properties["security.protocol"], "SASL_SSL");
         assert_eq!(s.snapshot.dir, PathBuf::from("/var/lib/kpistream"));
         assert_eq!(s.http_listen.port(), 9999);
+    }
+
+    #[test]
+    fn endpoint_secrets_come_from_files_or_the_environment_and_never_show() {
+        let dir = std::env::temp_dir().join(format!("kpistream-secret-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("metrics-token");
+        std::fs::write(&file, "t0ken\n").unwrap();
+        let s = load_env(&[
+            ("KPISTREAM__HTTP__METRICS_AUTH", "bearer"),
+            (
+                "KPISTREAM__HTTP__METRICS_SECRET_FILE",
+                file.to_str().unwrap(),
+            ),
+            ("KPISTREAM__HTTP__API_AUTH", "basic"),
+            ("KPISTREAM_API_SECRET", "ann:pw"),
+        ])
+        .unwrap();
+        assert_eq!(s.metrics_auth, Some(Credential::Bearer("t0ken".into())));
+        assert_eq!(s.api_auth, Some(Credential::Basic(base64(b"ann:pw"))));
+        let shown = format!("{s:?}");
+        assert!(
+            !shown.contains("t0ken") && !shown.contains(&base64(b"ann:pw")),
+            "{shown}"
+        );
+        assert!(shown.contains("Bearer(***)"));
+
+        for (vars, says) in [
+            (
+                &[("KPISTREAM__HTTP__API_AUTH", "digest")][..],
+                "`digest` is not `none`, `bearer` or `basic`",
+            ),
+            (
+                &[("KPISTREAM__HTTP__API_AUTH", "bearer")][..],
+                "or the environment variable KPISTREAM_API_SECRET",
+            ),
+            (
+                &[
+                    ("KPISTREAM__HTTP__API_AUTH", "basic"),
+                    ("KPISTREAM_API_SECRET", "nocolon"),
+                ][..],
+                "basic auth needs `user:password`",
+            ),
+        ] {
+            let err = load_env(vars).unwrap_err().to_string();
+            assert!(
+                err.contains("http.api_secret_file") || err.contains("http.api_auth"),
+                "{err}"
+            );
+            assert!(err.contains(says), "{err}");
+        }
+        std::fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]

@@ -10,18 +10,20 @@ use std::sync::mpsc::Sender;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{Query, State};
+use axum::extract::{DefaultBodyLimit, Query, Request, State};
 use axum::http::{header, StatusCode};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use prometheus_client::registry::Registry;
 use serde_json::json;
 
+use crate::config::{Credential, HttpLimits};
 use crate::exposition;
 use crate::kpi::{self, Filter, Layout, Scope};
 use crate::source::{StateCopy, ViewRequest};
-use crate::telemetry::Metrics;
+use crate::telemetry::{HttpRejectLabels, Metrics};
 
 /// What every handler shares.
 #[derive(Clone)]
@@ -32,15 +34,125 @@ pub struct AppState {
     pub layout: Arc<Layout>,
     pub ready: Arc<AtomicBool>,
     pub max_exported_reps: usize,
+    pub limits: HttpLimits,
+    pub metrics_auth: Option<Credential>,
+    pub api_auth: Option<Credential>,
+}
+
+/// What a protected route checks, and where it counts refusals.
+#[derive(Clone)]
+struct Guard {
+    endpoint: &'static str,
+    credential: Option<Credential>,
+    metrics: Arc<Metrics>,
 }
 
 pub fn router(state: AppState) -> Router {
-    Router::new()
+    let guard = |endpoint, credential: &Option<Credential>| Guard {
+        endpoint,
+        credential: credential.clone(),
+        metrics: state.metrics.clone(),
+    };
+    let metrics_guard = guard("metrics", &state.metrics_auth);
+    let api_guard = guard("api", &state.api_auth);
+    let busy = Busy {
+        permits: Arc::new(tokio::sync::Semaphore::new(
+            state.limits.max_concurrent_requests,
+        )),
+        metrics: state.metrics.clone(),
+    };
+    // The layer added last runs first: the concurrency limit, then auth.
+    let metrics_routes = Router::new()
         .route("/metrics", get(metrics))
+        .route_layer(middleware::from_fn_with_state(metrics_guard, authorize))
+        .route_layer(middleware::from_fn_with_state(busy.clone(), shed));
+    let api_routes = Router::new()
         .route("/api/v1/kpis", get(kpis))
+        .route_layer(middleware::from_fn_with_state(api_guard, authorize))
+        .route_layer(middleware::from_fn_with_state(busy, shed));
+    // Probes are neither limited nor protected.
+    Router::new()
+        .merge(metrics_routes)
+        .merge(api_routes)
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
+        .layer(DefaultBodyLimit::max(state.limits.max_request_bytes))
         .with_state(state)
+}
+
+/// The requests /metrics and /api serve at once.
+#[derive(Clone)]
+struct Busy {
+    permits: Arc<tokio::sync::Semaphore>,
+    metrics: Arc<Metrics>,
+}
+
+/// Sheds load rather than queueing it: a request that cannot start now
+/// gets 503 and is retried by its client (Prometheus scrapes again).
+async fn shed(State(b): State<Busy>, req: Request, next: Next) -> Response {
+    match b.permits.clone().try_acquire_owned() {
+        Ok(_permit) => next.run(req).await,
+        Err(_) => {
+            let endpoint = if req.uri().path() == "/metrics" {
+                "metrics"
+            } else {
+                "api"
+            };
+            b.metrics
+                .http_rejected
+                .get_or_create(&HttpRejectLabels {
+                    endpoint,
+                    reason: "busy",
+                })
+                .inc();
+            error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "too many requests at once (http.max_concurrent_requests)",
+            )
+        }
+    }
+}
+
+/// Compares in time independent of where the first difference is.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Lets a request through when its `Authorization` header carries the
+/// route's credential; 401 otherwise. Nothing about the header is logged.
+async fn authorize(State(g): State<Guard>, req: Request, next: Next) -> Response {
+    let Some(credential) = &g.credential else {
+        return next.run(req).await;
+    };
+    let header = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .map(|h| h.as_bytes())
+        .unwrap_or_default();
+    let (scheme, expected, challenge) = match credential {
+        Credential::Bearer(t) => ("Bearer ", t, "Bearer realm=\"kpistream\""),
+        Credential::Basic(b) => ("Basic ", b, "Basic realm=\"kpistream\""),
+    };
+    let given = header.strip_prefix(scheme.as_bytes()).unwrap_or_default();
+    if !given.is_empty() && constant_time_eq(given, expected.as_bytes()) {
+        return next.run(req).await;
+    }
+    g.metrics
+        .http_rejected
+        .get_or_create(&HttpRejectLabels {
+            endpoint: g.endpoint,
+            reason: "unauthorized",
+        })
+        .inc();
+    let mut r = error(StatusCode::UNAUTHORIZED, "missing or wrong credentials");
+    r.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        header::HeaderValue::from_static(challenge),
+    );
+    r
 }
 
 fn error(status: StatusCode, message: impl Into<String>) -> Response {

@@ -47,6 +47,9 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> anyh
         layout,
         ready: ready.clone(),
         max_exported_reps: settings.max_exported_reps,
+        limits: settings.http_limits,
+        metrics_auth: settings.metrics_auth.clone(),
+        api_auth: settings.api_auth.clone(),
     });
     let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(

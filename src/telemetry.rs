@@ -31,6 +31,12 @@ pub struct KindLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HttpRejectLabels {
+    pub endpoint: &'static str,
+    pub reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResultLabels {
     pub result: &'static str,
 }
@@ -57,6 +63,7 @@ pub struct Metrics {
     pub scrape_bytes: Gauge,
     pub folded_reps: Gauge,
     pub output_messages: Family<ResultLabels, Counter>,
+    pub http_rejected: Family<HttpRejectLabels, Counter>,
 }
 
 impl Metrics {
@@ -80,6 +87,7 @@ impl Metrics {
             scrape_bytes: Gauge::default(),
             folded_reps: Gauge::default(),
             output_messages: Family::default(),
+            http_rejected: Family::default(),
         };
         let r = registry.sub_registry_with_prefix("kpistream");
         r.register(
@@ -178,6 +186,11 @@ impl Metrics {
             "KPI documents produced to the output topic, by result",
             m.output_messages.clone(),
         );
+        r.register(
+            "http_rejected_requests",
+            "HTTP requests refused, by endpoint and reason (unauthorized, busy)",
+            m.http_rejected.clone(),
+        );
         m
     }
 
@@ -223,6 +236,12 @@ impl Metrics {
         for result in ["ok", "error"] {
             let _ = self.dead_letters.get_or_create(&ResultLabels { result });
             let _ = self.output_messages.get_or_create(&ResultLabels { result });
+        }
+        for endpoint in ["metrics", "api"] {
+            let _ = self.http_rejected.get_or_create(&HttpRejectLabels {
+                endpoint,
+                reason: "unauthorized",
+            });
         }
         for kind in ["assign", "revoke"] {
             let _ = self.rebalances.get_or_create(&KindLabels { kind });

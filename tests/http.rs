@@ -9,13 +9,14 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::io::BufReader;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use prometheus_client::registry::Registry;
 use serde_json::Value;
 
 use common::kafka::http_get;
 use common::{assert_json_close, fixture};
-use kpistream::config::{Overrides, Settings};
+use kpistream::config::{base64, Credential, HttpLimits, Overrides, Settings};
 use kpistream::http::{router, AppState};
 use kpistream::kpi::Layout;
 use kpistream::processor::Processor;
@@ -25,12 +26,42 @@ use kpistream::telemetry::Metrics;
 struct Server {
     port: u16,
     ready: Arc<AtomicBool>,
+    metrics: Arc<Metrics>,
     _rt: tokio::runtime::Runtime,
+}
+
+/// What a test server is started with.
+struct Options {
+    max_exported_reps: usize,
+    max_concurrent_requests: usize,
+    metrics_auth: Option<Credential>,
+    api_auth: Option<Credential>,
+    /// How long the stand-in ingest loop takes to answer a copy request.
+    copy_delay: Duration,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            max_exported_reps: 5_000,
+            max_concurrent_requests: 64,
+            metrics_auth: None,
+            api_auth: None,
+            copy_delay: Duration::ZERO,
+        }
+    }
+}
+
+fn serve(max_exported_reps: usize) -> Server {
+    serve_with(Options {
+        max_exported_reps,
+        ..Options::default()
+    })
 }
 
 /// Serves the golden state: a thread stands in for the ingest loop and
 /// answers copy requests from a processor fed with the golden log.
-fn serve(max_exported_reps: usize) -> Server {
+fn serve_with(o: Options) -> Server {
     let settings = Settings::load(
         None,
         &Overrides {
@@ -50,6 +81,7 @@ fn serve(max_exported_reps: usize) -> Server {
     let (requests, inbox) = std::sync::mpsc::channel::<ViewRequest>();
     std::thread::spawn(move || {
         for req in inbox {
+            std::thread::sleep(o.copy_delay);
             let _ = req.reply.send(StateCopy {
                 view: p.engine.view(),
                 counts: p.counts.clone(),
@@ -63,12 +95,19 @@ fn serve(max_exported_reps: usize) -> Server {
     let ready = Arc::new(AtomicBool::new(false));
     let state = AppState {
         requests,
-        registry: Arc::new(registry),
-        metrics,
         layout: Arc::new(Layout::new(&settings.engine)),
         ready: ready.clone(),
-        max_exported_reps,
+        max_exported_reps: o.max_exported_reps,
+        limits: HttpLimits {
+            max_concurrent_requests: o.max_concurrent_requests,
+            max_request_bytes: 1 << 20,
+        },
+        metrics_auth: o.metrics_auth,
+        api_auth: o.api_auth,
+        registry: Arc::new(registry),
+        metrics: metrics.clone(),
     };
+    let registry_metrics = metrics;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
@@ -82,6 +121,7 @@ fn serve(max_exported_reps: usize) -> Server {
     Server {
         port,
         ready,
+        metrics: registry_metrics,
         _rt: rt,
     }
 }
@@ -238,4 +278,93 @@ fn cardinality_guard_folds_reps_into_other() {
             );
         }
     }
+}
+
+/// A GET with an `Authorization` header: the status.
+fn get_with(port: u16, path: &str, authorization: Option<&str>) -> u16 {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let auth = authorization.map_or(String::new(), |a| format!("Authorization: {a}\r\n"));
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{auth}Connection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).unwrap();
+    buf.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+fn rejected(s: &Server, endpoint: &'static str, reason: &'static str) -> u64 {
+    s.metrics
+        .http_rejected
+        .get_or_create(&kpistream::telemetry::HttpRejectLabels { endpoint, reason })
+        .get()
+}
+
+#[test]
+fn metrics_and_api_are_protected_separately() {
+    let s = serve_with(Options {
+        metrics_auth: Some(Credential::Bearer("s3cret-token".into())),
+        api_auth: Some(Credential::Basic(base64(b"revops:hunter2"))),
+        ..Options::default()
+    });
+    // /metrics: bearer token only.
+    assert_eq!(get_with(s.port, "/metrics", None), 401);
+    assert_eq!(get_with(s.port, "/metrics", Some("Bearer wrong")), 401);
+    assert_eq!(
+        get_with(s.port, "/metrics", Some("Bearer s3cret-token2")),
+        401
+    );
+    assert_eq!(
+        get_with(s.port, "/metrics", Some("Basic s3cret-token")),
+        401
+    );
+    assert_eq!(
+        get_with(s.port, "/metrics", Some("Bearer s3cret-token")),
+        200
+    );
+    assert_eq!(rejected(&s, "metrics", "unauthorized"), 4);
+    // /api: basic auth only; the metrics token does not open it.
+    let good = format!("Basic {}", base64(b"revops:hunter2"));
+    let bad = format!("Basic {}", base64(b"revops:hunter3"));
+    assert_eq!(get_with(s.port, "/api/v1/kpis", None), 401);
+    assert_eq!(get_with(s.port, "/api/v1/kpis", Some(&bad)), 401);
+    assert_eq!(
+        get_with(s.port, "/api/v1/kpis", Some("Bearer s3cret-token")),
+        401
+    );
+    assert_eq!(get_with(s.port, "/api/v1/kpis?scope=org", Some(&good)), 200);
+    assert_eq!(rejected(&s, "api", "unauthorized"), 3);
+    // Probes stay open.
+    assert_eq!(get_with(s.port, "/healthz", None), 200);
+}
+
+#[test]
+fn requests_past_the_concurrency_limit_get_503_and_probes_still_answer() {
+    let s = serve_with(Options {
+        max_concurrent_requests: 1,
+        copy_delay: Duration::from_millis(1500),
+        ..Options::default()
+    });
+    let port = s.port;
+    let slow = std::thread::spawn(move || get_with(port, "/api/v1/kpis?scope=org", None));
+    std::thread::sleep(Duration::from_millis(400));
+    assert_eq!(get_with(s.port, "/metrics", None), 503);
+    assert_eq!(get_with(s.port, "/healthz", None), 200);
+    assert_eq!(slow.join().unwrap(), 200);
+    assert_eq!(rejected(&s, "metrics", "busy"), 1);
+    // The permit is back once the slow request is done.
+    assert_eq!(get_with(s.port, "/api/v1/kpis?scope=org", None), 200);
+}
+
+#[test]
+fn basic_credentials_are_standard_base64() {
+    assert_eq!(
+        base64(b"Aladdin:open sesame"),
+        "QWxhZGRpbjpvcGVuIHNlc2FtZQ=="
+    );
+    assert_eq!(base64(b"a"), "YQ==");
+    assert_eq!(base64(b"ab"), "YWI=");
+    assert_eq!(base64(b"abc"), "YWJj");
 }
