@@ -173,7 +173,9 @@ fn every_panel_query_returns_data_and_chosen_panels_equal_the_spec() {
             "{what}: {a} != {b}"
         );
     };
-    let cases: [(&str, (&str, &str, &str, &str)); 9] = [
+    // (panel query, (scope, id, window, KPI key))
+    type Case<'a> = (&'a str, (&'a str, &'a str, &'a str, &'a str));
+    let cases: [Case<'_>; 9] = [
         (
             r#"team_window:win_rate{team="team-01",window="7d"}"#,
             ("team", "team-01", "7d", "win_rate"),
