@@ -169,6 +169,15 @@ impl ConsumerContext for Ctx {
                             inner.snapshot(i, consumer, CommitMode::Sync);
                         }
                         inner.parts.swap_remove(i);
+                        // Its series go with it: a stale lag or snapshot
+                        // age must not feed alerts on another instance's
+                        // partition.
+                        let l = labels(&topic, partition);
+                        let m = &inner.metrics;
+                        m.consumer_lag.remove(&l);
+                        m.snapshot_age.remove(&l);
+                        m.snapshot_size.remove(&l);
+                        m.snapshot_last_success.remove(&l);
                     }
                 }
                 let result = if cooperative {
@@ -385,10 +394,15 @@ impl Inner {
                     .get_or_create(&l)
                     .set((high - p.next).max(0));
             }
-            self.metrics
-                .snapshot_age
-                .get_or_create(&l)
-                .set(p.last_snapshot.elapsed().as_secs_f64());
+            // The age of the state not yet covered by a snapshot: zero for a
+            // quiet partition whose snapshot covers every message, so that
+            // nights and weekends do not look like stale snapshots.
+            let age = if p.next == p.snapshotted {
+                0.0
+            } else {
+                p.last_snapshot.elapsed().as_secs_f64()
+            };
+            self.metrics.snapshot_age.get_or_create(&l).set(age);
         }
     }
 

@@ -108,7 +108,7 @@ impl Metrics {
         );
         r.register_with_unit(
             "snapshot_age",
-            "Time since the partition's last successful snapshot",
+            "Time since the partition's last successful snapshot while it has messages no snapshot covers (0 when every message is covered)",
             Unit::Seconds,
             m.snapshot_age.clone(),
         );

@@ -209,6 +209,12 @@ fn two_instances_split_partitions_and_one_takes_over_from_snapshots() {
     let snaps = scratch.0.join("snapshots");
     let mut a = Service::start(&broker, "pair", &snaps, &scratch.0.join("a.log"), &[]);
     let b = Service::start(&broker, "pair", &snaps, &scratch.0.join("b.log"), &[]);
+    // Both in the group with partitions of their own before any message.
+    wait_until("both instances ready", Duration::from_secs(60), || {
+        [&a, &b]
+            .iter()
+            .all(|s| s.get("/readyz").is_some_and(|(st, _)| st == 200))
+    });
     produce(&broker.producer(), TOPIC, &lines, 0);
     wait_until(
         "both instances share all messages",
@@ -240,6 +246,29 @@ fn two_instances_split_partitions_and_one_takes_over_from_snapshots() {
             );
         }
     }
+    // Each instance exports partition series for its own partitions only
+    // (a partition it gave up in a rebalance takes its series with it).
+    let owned = |s: &Service| -> std::collections::BTreeSet<String> {
+        let (_, text) = s.get("/metrics").unwrap();
+        text.lines()
+            .filter(|l| l.starts_with("kpistream_snapshot_age_seconds{"))
+            .filter_map(|l| {
+                l.split("partition=\"")
+                    .nth(1)?
+                    .split('"')
+                    .next()
+                    .map(String::from)
+            })
+            .collect()
+    };
+    wait_until(
+        "the tick exports every owned partition",
+        Duration::from_secs(10),
+        || owned(&a).len() + owned(&b).len() >= 3,
+    );
+    let (pa, pb) = (owned(&a), owned(&b));
+    assert!(pa.is_disjoint(&pb), "{pa:?} {pb:?}");
+    assert_eq!(pa.len() + pb.len(), 3, "{pa:?} {pb:?}");
     // Killed without a word: the survivor takes its partitions over from
     // their snapshots and ends with every KPI of the single instance.
     a.kill9();
