@@ -313,6 +313,10 @@ def recording_tests():
             lab = f'rep="{r}",team="{t}",window="{w}"'
             for p in ["customers_churned", "customers_new", "won_amount"]:
                 series.append((f"sales_{p}{{{lab}}}", part_value(p, i) + 1))
+    # A window where r1 closed no deal and logged no time: ratios with a
+    # zero denominator give no sample (the API's null).
+    for p in ["deals_won", "deals_lost", "selling_time_seconds", "logged_time_seconds"]:
+        series.append((f'sales_{p}{{rep="r1",team="t1",window="1h"}}', 0))
     # Org-only spend (no rep, no team).
     series.append(('sales_acquisition_spend{rep="",team="",window="7d"}', 700))
 
@@ -415,6 +419,9 @@ def recording_tests():
     for s_, v in series:
         lines += [f"      - series: {json.dumps(s_)}", f"        values: \"{v}x3\""]
     lines.append("    promql_expr_test:")
+    for name in ["rep_team_window:win_rate", "rep_team_window:selling_time_ratio"]:
+        lines += [f"      - expr: {json.dumps(name + '{window=' + chr(34) + '1h' + chr(34) + '}')}",
+                  "        eval_time: 1m", "        exp_samples: []"]
     for name, labels, value in exp:
         full = f"{name}{{{labels}}}" if labels else name
         lines += [f"      - expr: {json.dumps(full)}", "        eval_time: 1m", "        exp_samples:",
