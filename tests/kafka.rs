@@ -9,9 +9,7 @@ use std::collections::HashMap;
 use std::fs;
 use std::time::Duration;
 
-use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message};
-use rdkafka::ClientConfig;
 use serde_json::Value;
 
 use common::kafka::{golden_lines, outcomes_total, produce, wait_until, Broker, Scratch, Service};
@@ -69,19 +67,7 @@ type Record = (Vec<u8>, HashMap<String, String>);
 
 /// Reads a whole topic: (partition, offset) -> (payload, headers).
 fn read_topic(broker: &Broker, topic: &str, expect: usize) -> HashMap<(i32, i64), Record> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", broker.bootstrap())
-        .set(
-            "group.id",
-            format!("reader-{topic}-{}", common::kafka::free_port()),
-        )
-        .set("auto.offset.reset", "earliest")
-        .set("enable.auto.commit", "false")
-        .set("session.timeout.ms", "6000")
-        .set("max.poll.interval.ms", "10000")
-        .create()
-        .unwrap();
-    consumer.subscribe(&[topic]).unwrap();
+    let consumer = broker.reader(topic);
     let mut out = HashMap::new();
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     while out.len() < expect && std::time::Instant::now() < deadline {

@@ -8,9 +8,7 @@ mod common;
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
-use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
-use rdkafka::ClientConfig;
 use serde_json::Value;
 
 use common::kafka::{produce, wait_until, Broker, Scratch, Service};
@@ -315,19 +313,7 @@ fn prometheus_holds_the_json_api_values() {
 /// Reads a whole topic until it has been quiet for a while: the latest
 /// value of each key, and how many messages there were.
 fn latest_by_key(broker: &Broker, topic: &str) -> (BTreeMap<String, Value>, usize) {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", broker.bootstrap())
-        .set(
-            "group.id",
-            format!("reader-{topic}-{}", common::kafka::free_port()),
-        )
-        .set("auto.offset.reset", "earliest")
-        .set("enable.auto.commit", "false")
-        .set("session.timeout.ms", "6000")
-        .set("max.poll.interval.ms", "10000")
-        .create()
-        .unwrap();
-    consumer.subscribe(&[topic]).unwrap();
+    let consumer = broker.reader(topic);
     let mut latest = BTreeMap::new();
     let mut n = 0;
     let start = Instant::now();

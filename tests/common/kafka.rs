@@ -150,6 +150,23 @@ impl Broker {
         }
     }
 
+    /// A consumer of a whole topic from its first offset, in a group of
+    /// its own.
+    pub fn reader(&self, topic: &str) -> rdkafka::consumer::BaseConsumer {
+        use rdkafka::consumer::Consumer;
+        let consumer: rdkafka::consumer::BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", self.bootstrap())
+            .set("group.id", format!("reader-{topic}-{}", free_port()))
+            .set("auto.offset.reset", "earliest")
+            .set("enable.auto.commit", "false")
+            .set("session.timeout.ms", "6000")
+            .set("max.poll.interval.ms", "10000")
+            .create()
+            .unwrap();
+        consumer.subscribe(&[topic]).unwrap();
+        consumer
+    }
+
     pub fn producer(&self) -> ThreadedProducer<DefaultProducerContext> {
         ClientConfig::new()
             .set("bootstrap.servers", self.bootstrap())
