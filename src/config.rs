@@ -348,13 +348,14 @@ impl std::fmt::Debug for Credential {
 const SECRET_VARS: [&str; 2] = ["KPISTREAM_METRICS_SECRET", "KPISTREAM_API_SECRET"];
 
 /// Reads the credential of one endpoint: the scheme from `auth`, the
-/// secret from `file`, else from its environment variable (`env`); secrets
-/// never come from the configuration file itself.
+/// secret from `file`, else from its environment variable in `secrets`
+/// (`KPISTREAM_<KEY>_SECRET`, one of [`SECRET_VARS`]); secrets never come
+/// from the configuration file itself.
 fn credential(
     key: &str,
     auth: &str,
     file: &str,
-    env: Option<&String>,
+    secrets: &BTreeMap<String, String>,
 ) -> Result<Option<Credential>, ConfigError> {
     if auth == "none" {
         return Ok(None);
@@ -366,11 +367,12 @@ fn credential(
         ));
     }
     let var = format!("KPISTREAM_{}_SECRET", key.to_ascii_uppercase());
+    debug_assert!(SECRET_VARS.contains(&var.as_str()));
     let secret = if !file.is_empty() {
         std::fs::read_to_string(file)
             .map_err(|e| invalid(format!("http.{key}_secret_file"), format!("{file}: {e}")))?
     } else {
-        env.cloned().ok_or_else(|| {
+        secrets.get(&var).cloned().ok_or_else(|| {
             invalid(
                 format!("http.{key}_secret_file"),
                 format!("`{auth}` auth needs a secret file, or the environment variable {var}"),
@@ -737,13 +739,13 @@ impl Settings {
                 "metrics",
                 &raw.http.metrics_auth,
                 &raw.http.metrics_secret_file,
-                secrets.get("KPISTREAM_METRICS_SECRET"),
+                secrets,
             )?,
             api_auth: credential(
                 "api",
                 &raw.http.api_auth,
                 &raw.http.api_secret_file,
-                secrets.get("KPISTREAM_API_SECRET"),
+                secrets,
             )?,
             output: if output_topic.is_empty() {
                 None

@@ -10,10 +10,11 @@
 //! next offset to consume), the outcome counts and the engine's layout
 //! fingerprint, followed by the engine state, encoded in place in the one
 //! buffer of the file image (no intermediate copy: a snapshot's transient
-//! memory is about its own size). [`encode`] and [`decode`] are pure; [`Store`] writes files
-//! atomically (temp file, fsync, rename, fsync of the directory) under
-//! `DIR/TOPIC/PARTITION/OFFSET.snap`, keeps the newest few, and on load
-//! falls back from a corrupt or unreadable file to the one before it.
+//! memory is about its own size). [`encode`] and [`decode`] are pure;
+//! [`Store`] writes files atomically (temp file, fsync, rename, fsync of the
+//! directory) under `DIR/TOPIC/PARTITION/OFFSET.snap`, keeps the newest few,
+//! and on load falls back from a corrupt or unreadable file to the one
+//! before it.
 
 use std::fs::{self, File};
 use std::io::Write;
