@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use common::kafka::{golden_lines, produce, wait_until, Broker, Scratch, Service};
+use common::kafka::{golden_service, wait_until, GOLDEN_MESSAGES};
 use common::prometheus::Prometheus;
 
 const UID: &str = "kpistream-prometheus";
@@ -101,21 +101,7 @@ const WINDOWS: [&str; 4] = ["7d", "30d", "mtd", "qtd"];
 
 #[test]
 fn every_panel_query_returns_data_and_chosen_panels_equal_the_spec() {
-    let scratch = Scratch::new("dashboards");
-    let broker = Broker::start(&scratch.0);
-    broker.create_topic("crm-events", 3);
-    broker.create_topic("crm-events-dlq", 1);
-    produce(&broker.producer(), "crm-events", &golden_lines(), 0);
-    let svc = Service::start(
-        &broker,
-        "dash",
-        &scratch.0.join("snapshots"),
-        &scratch.0.join("svc.log"),
-        &[],
-    );
-    wait_until("every message accounted", Duration::from_secs(120), || {
-        svc.accounted() >= 12_847
-    });
+    let (scratch, _broker, svc) = golden_service("dashboards", &[], &[]);
     let doc = svc.kpis().unwrap();
     let rules = deploy("prometheus/rules/kpistream.yml");
     let prom = Prometheus::start(&scratch.0, &[svc.http], &[&rules]);
@@ -125,7 +111,7 @@ fn every_panel_query_returns_data_and_chosen_panels_equal_the_spec() {
         || {
             prom.query("sum(kpistream_events_total)")
                 .first()
-                .is_some_and(|(_, v)| *v as u64 == 12_847)
+                .is_some_and(|(_, v)| *v as u64 == GOLDEN_MESSAGES)
                 && !prom.query("org_window:win_rate").is_empty()
         },
     );

@@ -42,30 +42,7 @@ fn demo_serves_live_kpis_and_stops_cleanly() {
     assert_eq!(status, 200);
     assert!(metrics.contains("sales_calls{"));
     // The live scrape passes promtool's checks with no finding.
-    let mut promtool = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("promtool is installed by tests/run.sh");
-    use std::io::Write;
-    promtool
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(metrics.as_bytes())
-        .unwrap();
-    let out = promtool.wait_with_output().unwrap();
-    let findings = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        out.status.success() && findings.trim().is_empty(),
-        "{findings}"
-    );
+    common::prometheus::assert_promtool_clean(&metrics);
     Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()

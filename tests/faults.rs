@@ -16,7 +16,7 @@ use serde_json::Value;
 use common::kafka::{golden_lines, outcomes_total, produce, wait_until, Scratch, Service};
 use common::{assert_json_close, fixture};
 
-const TOTAL: u64 = 12_847;
+const TOTAL: u64 = common::kafka::GOLDEN_MESSAGES;
 
 fn mock() -> MockCluster<'static, DefaultProducerContext> {
     let cluster = MockCluster::new(1).unwrap();

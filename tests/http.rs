@@ -14,7 +14,7 @@ use std::time::Duration;
 use prometheus_client::registry::Registry;
 use serde_json::Value;
 
-use common::kafka::http_get;
+use common::kafka::{http_get, http_get_with};
 use common::{assert_json_close, fixture};
 use kpistream::config::{base64, Credential, HttpLimits, Overrides, Settings};
 use kpistream::http::{router, AppState};
@@ -282,17 +282,9 @@ fn cardinality_guard_folds_reps_into_other() {
 
 /// A GET with an `Authorization` header: the status.
 fn get_with(port: u16, path: &str, authorization: Option<&str>) -> u16 {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    let auth = authorization.map_or(String::new(), |a| format!("Authorization: {a}\r\n"));
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{auth}Connection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut buf = String::new();
-    s.read_to_string(&mut buf).unwrap();
-    buf.split_whitespace().nth(1).unwrap().parse().unwrap()
+    http_get_with(port, path, authorization)
+        .expect("the server answers")
+        .0
 }
 
 fn rejected(s: &Server, endpoint: &'static str, reason: &'static str) -> u64 {

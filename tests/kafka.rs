@@ -17,7 +17,7 @@ use common::{assert_json_close, fixture};
 
 const TOPIC: &str = "crm-events";
 const DLQ: &str = "crm-events-dlq";
-const TOTAL: u64 = 12_847;
+const TOTAL: u64 = common::kafka::GOLDEN_MESSAGES;
 
 fn expected() -> Value {
     serde_json::from_slice(&fs::read(fixture("golden/expected.json")).unwrap()).unwrap()

@@ -11,32 +11,11 @@ use std::time::{Duration, Instant};
 use rdkafka::message::Message;
 use serde_json::Value;
 
-use common::kafka::{produce, wait_until, Broker, Scratch, Service};
-use common::prometheus::Prometheus;
-use common::{assert_json_close, kafka::golden_lines};
+use common::assert_json_close;
+use common::kafka::{golden_service, produce, wait_until, Broker, GOLDEN_MESSAGES};
+use common::prometheus::{assert_promtool_clean, Prometheus};
 
-const TOTAL: u64 = 12_847;
 const KPI_TOPIC: &str = "kpistream-kpis";
-
-fn start(name: &str, extra: &[(&str, &str)]) -> (Scratch, Broker, Service) {
-    let scratch = Scratch::new(name);
-    let broker = Broker::start(&scratch.0);
-    broker.create_topic("crm-events", 3);
-    broker.create_topic("crm-events-dlq", 1);
-    broker.create_topic(KPI_TOPIC, 1);
-    produce(&broker.producer(), "crm-events", &golden_lines(), 0);
-    let svc = Service::start(
-        &broker,
-        name,
-        &scratch.0.join("snapshots"),
-        &scratch.0.join("svc.log"),
-        extra,
-    );
-    wait_until("every message accounted", Duration::from_secs(120), || {
-        svc.accounted() >= TOTAL
-    });
-    (scratch, broker, svc)
-}
 
 /// Exported metric name -> JSON key, for the additive parts, written from
 /// kpis.md independently of the code under test.
@@ -130,7 +109,7 @@ fn api_results(doc: &Value) -> BTreeMap<(String, String, String), Value> {
 
 #[test]
 fn prometheus_holds_the_json_api_values() {
-    let (scratch, _broker, svc) = start("prom", &[]);
+    let (scratch, _broker, svc) = golden_service("prom", &[], &[]);
     let doc = svc.kpis().unwrap();
     let api = api_results(&doc);
     let prom = Prometheus::start(&scratch.0, &[svc.http], &[]);
@@ -141,7 +120,7 @@ fn prometheus_holds_the_json_api_values() {
         || {
             prom.query("sum(kpistream_events_total)")
                 .first()
-                .is_some_and(|(_, v)| *v as u64 == TOTAL)
+                .is_some_and(|(_, v)| *v as u64 == GOLDEN_MESSAGES)
         },
     );
     let windows: Vec<String> = ["1h", "24h", "7d", "30d", "90d", "mtd", "qtd"]
@@ -290,24 +269,7 @@ fn prometheus_holds_the_json_api_values() {
     assert_eq!(up.len(), 1);
     assert_eq!(up[0].1, 1.0);
     let (_, body) = svc.get("/metrics").unwrap();
-    let check = std::process::Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .and_then(|mut c| {
-            use std::io::Write;
-            c.stdin.take().unwrap().write_all(body.as_bytes())?;
-            c.wait_with_output()
-        })
-        .expect("promtool is installed by tests/run.sh");
-    let findings = String::from_utf8_lossy(&check.stderr).into_owned()
-        + &String::from_utf8_lossy(&check.stdout);
-    assert!(
-        check.status.success() && findings.trim().is_empty(),
-        "{findings}"
-    );
+    assert_promtool_clean(&body);
 }
 
 /// Reads a whole topic until it has been quiet for a while: the latest
@@ -334,8 +296,9 @@ fn latest_by_key(broker: &Broker, topic: &str) -> (BTreeMap<String, Value>, usiz
 
 #[test]
 fn kpi_topic_holds_the_latest_document_of_every_kpi() {
-    let (_scratch, broker, mut svc) = start(
+    let (_scratch, broker, mut svc) = golden_service(
         "kpitopic",
+        &[KPI_TOPIC],
         &[
             ("KPISTREAM__OUTPUT__TOPIC", KPI_TOPIC),
             ("KPISTREAM__OUTPUT__INTERVAL", "1s"),
@@ -356,7 +319,7 @@ fn kpi_topic_holds_the_latest_document_of_every_kpi() {
     );
     produce(&broker.producer(), "crm-events", &[call.into_bytes()], 0);
     wait_until("the extra call", Duration::from_secs(60), || {
-        svc.accounted() > TOTAL
+        svc.accounted() > GOLDEN_MESSAGES
     });
     std::thread::sleep(Duration::from_millis(2500));
     let doc = svc.kpis().unwrap();

@@ -245,6 +245,38 @@ pub fn produce(
     producer.flush(Duration::from_secs(120)).unwrap();
 }
 
+/// Messages in the golden log, every outcome included.
+pub const GOLDEN_MESSAGES: u64 = 12_847;
+
+/// A broker with the input, dead-letter and `extra_topics` topics, the
+/// golden log produced to the input, and a service (with `env` on top of
+/// [`Service::start`]'s) that has accounted for every message.
+pub fn golden_service(
+    name: &str,
+    extra_topics: &[&str],
+    env: &[(&str, &str)],
+) -> (Scratch, Broker, Service) {
+    let scratch = Scratch::new(name);
+    let broker = Broker::start(&scratch.0);
+    broker.create_topic("crm-events", 3);
+    broker.create_topic("crm-events-dlq", 1);
+    for t in extra_topics {
+        broker.create_topic(t, 1);
+    }
+    produce(&broker.producer(), "crm-events", &golden_lines(), 0);
+    let svc = Service::start(
+        &broker,
+        name,
+        &scratch.0.join("snapshots"),
+        &scratch.0.join("svc.log"),
+        env,
+    );
+    wait_until("every message accounted", Duration::from_secs(120), || {
+        svc.accounted() >= GOLDEN_MESSAGES
+    });
+    (scratch, broker, svc)
+}
+
 /// A `kpistream run` child process.
 pub struct Service {
     pub http: u16,
@@ -396,12 +428,18 @@ pub fn outcomes_total(doc: &Value) -> u64 {
 
 /// A minimal HTTP/1.1 GET on loopback: status and body.
 pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    http_get_with(port, path, None)
+}
+
+/// As [`http_get`], with an `Authorization` header when given.
+pub fn http_get_with(port: u16, path: &str, authorization: Option<&str>) -> Option<(u16, String)> {
     use std::io::{Read, Write};
     let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(15))).ok()?;
+    let auth = authorization.map_or(String::new(), |a| format!("Authorization: {a}\r\n"));
     write!(
         s,
-        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{auth}Connection: close\r\n\r\n"
     )
     .ok()?;
     let mut buf = Vec::new();

@@ -108,6 +108,35 @@ impl Drop for Prometheus {
     }
 }
 
+/// Runs `promtool check metrics` on a scrape; fails the test on any
+/// finding.
+pub fn assert_promtool_clean(scrape: &str) {
+    use std::io::Write;
+    let mut promtool = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool is installed by tests/run.sh");
+    promtool
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(scrape.as_bytes())
+        .unwrap();
+    let out = promtool.wait_with_output().unwrap();
+    let findings = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success() && findings.trim().is_empty(),
+        "{findings}"
+    );
+}
+
 /// Percent-encodes a query parameter.
 pub fn encode(s: &str) -> String {
     let mut out = String::new();
