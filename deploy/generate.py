@@ -320,18 +320,22 @@ def recording_tests():
     # Org-only spend (no rep, no team).
     series.append(('sales_acquisition_spend{rep="",team="",window="7d"}', 700))
 
+    def members(scope, key):
+        """Indices in REPS of the reps a scope sums."""
+        return [i for i, (r, t) in enumerate(REPS) if scope == "org" or (scope == "team" and t == key) or r == key]
+
     def val(p, i, w="7d"):
         return part_value(p, i) + (0 if w == "7d" else 1)
 
     def scope_sum(scope, key, p, w="7d"):
-        idx = [i for i, (r, t) in enumerate(REPS) if scope == "org" or (scope == "team" and t == key) or r == key]
+        idx = members(scope, key)
         total = sum(val(p, i, w) for i in idx)
         if p == "acquisition_spend" and scope == "org" and w == "7d":
             total += 700
         return total
 
     def cur_sum(scope, key, what):
-        idx = [i for i, (r, t) in enumerate(REPS) if scope == "org" or (scope == "team" and t == key) or r == key]
+        idx = members(scope, key)
         f = {"customers_active": lambda i: 40 + i, "mrr": lambda i: 5000 + 100 * i,
              "quota_month": lambda i: 10000 * (i + 1), "open_deals": lambda i: 2 + i}[what]
         return sum(f(i) for i in idx)
@@ -371,7 +375,7 @@ def recording_tests():
             (f"{w}:retention_rate", wl, 1 - churn),
             (f"{w}:upsell_rate", wl, S("customers_expanded") / base),
         ]
-        n_idx = [i for i, (r, t) in enumerate(REPS) if scope == "org" or (scope == "team" and t == key) or r == key]
+        n_idx = members(scope, key)
         adv = sum(3 + i for i in n_idx)
         lost = sum(1 + i for i in n_idx)
         exp.append((f"{w}:stage_conversion", wl + ',stage="demo"', adv / (adv + lost)))
