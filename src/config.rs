@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::crm::{CrmConfig, Format, Mapping, SalesforceObjects};
 use crate::event::ParseOptions;
 
 /// The shipped defaults, also the base layer of every configuration.
@@ -53,6 +54,69 @@ pub struct RawSettings {
     pub http: RawHttp,
     pub output: RawOutput,
     pub shutdown: RawShutdown,
+    pub crm: RawCrm,
+    pub webhooks: RawWebhooks,
+}
+
+/// One CRM's id maps.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMapping {
+    /// CRM owner or user id to rep id.
+    #[serde(default)]
+    pub owners: BTreeMap<String, String>,
+    /// CRM stage id to pipeline stage.
+    #[serde(default)]
+    pub stages: BTreeMap<String, String>,
+    /// CRM stages that close a deal as won.
+    #[serde(default)]
+    pub won_stages: Vec<String>,
+    /// CRM stages that close a deal as lost.
+    #[serde(default)]
+    pub lost_stages: Vec<String>,
+    /// A JSON file `{"owners": {...}, "stages": {...}}` merged over the maps
+    /// above (ids are kept exactly as written there).
+    #[serde(default)]
+    pub mapping_file: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSalesforceObjects {
+    pub subscription_object: String,
+    pub mrr_field: String,
+    pub account_field: String,
+    pub meeting_status_field: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCrm {
+    pub hubspot: RawMapping,
+    pub pipedrive: RawMapping,
+    pub salesforce: RawMapping,
+    pub salesforce_objects: RawSalesforceObjects,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawWebhooks {
+    /// Input topic the HubSpot route produces to; empty: no route.
+    pub hubspot_topic: String,
+    /// The URL HubSpot calls (it signs it); empty: https:// + Host + path.
+    pub hubspot_url: String,
+    /// File holding the HubSpot app's client secret.
+    pub hubspot_secret_file: String,
+    pub pipedrive_topic: String,
+    /// File holding Pipedrive's `user:password`.
+    pub pipedrive_secret_file: String,
+    pub salesforce_topic: String,
+    /// `signature` (the relay signs with a shared secret) or `none` (mutual
+    /// TLS is checked by a proxy in front).
+    pub salesforce_auth: String,
+    pub salesforce_secret_file: String,
+    /// Signed requests older or further ahead than this are refused.
+    pub max_age: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -64,6 +128,9 @@ pub struct RawKafka {
     pub group_id: String,
     /// Input topics of canonical events.
     pub topics: Vec<String>,
+    /// Per input topic, its payload format when not `canonical`.
+    #[serde(default)]
+    pub formats: BTreeMap<String, String>,
     /// Rejected messages go here with their original bytes; empty disables.
     pub dead_letter_topic: String,
     /// Extra librdkafka properties, with `_` for `.` in the key
@@ -251,6 +318,8 @@ pub struct EngineConfig {
     pub clock: ClockMode,
     pub max_clock_skew: i64,
     pub parse: ParseOptions,
+    /// The CRM adapters' maps.
+    pub crm: std::sync::Arc<CrmConfig>,
 }
 
 impl EngineConfig {
@@ -288,6 +357,8 @@ pub struct KafkaSettings {
     pub brokers: String,
     pub group_id: String,
     pub topics: Vec<String>,
+    /// The topics whose format is not `canonical`.
+    pub formats: BTreeMap<String, Format>,
     pub dead_letter_topic: Option<String>,
     /// librdkafka properties (dotted keys) passed through.
     pub properties: BTreeMap<String, String>,
@@ -316,6 +387,42 @@ pub struct Settings {
     pub api_auth: Option<Credential>,
     pub output: Option<OutputSettings>,
     pub shutdown_timeout: std::time::Duration,
+    /// The CRM webhook receiver; `None` when no route is configured.
+    pub webhooks: Option<WebhookSettings>,
+}
+
+/// The CRM webhook routes that are on. Its `Debug` never shows secrets.
+#[derive(Clone)]
+pub struct WebhookSettings {
+    /// Topic and client secret of `/webhooks/hubspot`, and the URL it signs.
+    pub hubspot: Option<(String, String, Option<String>)>,
+    /// Topic and base64 `user:password` of `/webhooks/pipedrive`.
+    pub pipedrive: Option<(String, String)>,
+    /// Topic and shared secret (`None`: mutual TLS in front) of
+    /// `/webhooks/salesforce`.
+    pub salesforce: Option<(String, Option<String>)>,
+    /// Largest accepted age of a signed request, in milliseconds.
+    pub max_age_ms: i64,
+}
+
+impl std::fmt::Debug for WebhookSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebhookSettings")
+            .field(
+                "hubspot",
+                &self.hubspot.as_ref().map(|h| (&h.0, "***", &h.2)),
+            )
+            .field("pipedrive", &self.pipedrive.as_ref().map(|p| (&p.0, "***")))
+            .field(
+                "salesforce",
+                &self
+                    .salesforce
+                    .as_ref()
+                    .map(|s| (&s.0, s.1.as_ref().map(|_| "***"))),
+            )
+            .field("max_age_ms", &self.max_age_ms)
+            .finish()
+    }
 }
 
 /// Request limits of the HTTP server.
@@ -345,7 +452,13 @@ impl std::fmt::Debug for Credential {
 
 /// The environment variables that may hold secrets (read as they are, not
 /// as configuration keys).
-const SECRET_VARS: [&str; 2] = ["KPISTREAM_METRICS_SECRET", "KPISTREAM_API_SECRET"];
+const SECRET_VARS: [&str; 5] = [
+    "KPISTREAM_METRICS_SECRET",
+    "KPISTREAM_API_SECRET",
+    "KPISTREAM_HUBSPOT_SECRET",
+    "KPISTREAM_PIPEDRIVE_SECRET",
+    "KPISTREAM_SALESFORCE_SECRET",
+];
 
 /// Reads the credential of one endpoint: the scheme from `auth`, the
 /// secret from `file`, else from its environment variable in `secrets`
@@ -366,26 +479,7 @@ fn credential(
             format!("`{auth}` is not `none`, `bearer` or `basic`"),
         ));
     }
-    let var = format!("KPISTREAM_{}_SECRET", key.to_ascii_uppercase());
-    debug_assert!(SECRET_VARS.contains(&var.as_str()));
-    let secret = if !file.is_empty() {
-        std::fs::read_to_string(file)
-            .map_err(|e| invalid(format!("http.{key}_secret_file"), format!("{file}: {e}")))?
-    } else {
-        secrets.get(&var).cloned().ok_or_else(|| {
-            invalid(
-                format!("http.{key}_secret_file"),
-                format!("`{auth}` auth needs a secret file, or the environment variable {var}"),
-            )
-        })?
-    };
-    let secret = secret.trim_end_matches(['\n', '\r']).to_owned();
-    if secret.is_empty() {
-        return Err(invalid(
-            format!("http.{key}_secret_file"),
-            "the secret is empty",
-        ));
-    }
+    let secret = read_secret("http", key, &format!("`{auth}` auth"), file, secrets)?;
     Ok(Some(if auth == "bearer" {
         Credential::Bearer(secret)
     } else {
@@ -397,6 +491,36 @@ fn credential(
         }
         Credential::Basic(base64(secret.as_bytes()))
     }))
+}
+
+/// Reads the secret of `SECTION.KEY_secret_file`: from that file, else from
+/// the environment variable `KPISTREAM_<KEY>_SECRET` (one of
+/// [`SECRET_VARS`]); `who` says what needs it.
+fn read_secret(
+    section: &str,
+    key: &str,
+    who: &str,
+    file: &str,
+    secrets: &BTreeMap<String, String>,
+) -> Result<String, ConfigError> {
+    let var = format!("KPISTREAM_{}_SECRET", key.to_ascii_uppercase());
+    debug_assert!(SECRET_VARS.contains(&var.as_str()));
+    let setting = format!("{section}.{key}_secret_file");
+    let secret = if !file.is_empty() {
+        std::fs::read_to_string(file).map_err(|e| invalid(&setting, format!("{file}: {e}")))?
+    } else {
+        secrets.get(&var).cloned().ok_or_else(|| {
+            invalid(
+                &setting,
+                format!("{who} needs a secret file, or the environment variable {var}"),
+            )
+        })?
+    };
+    let secret = secret.trim_end_matches(['\n', '\r']).to_owned();
+    if secret.is_empty() {
+        return Err(invalid(&setting, "the secret is empty"));
+    }
+    Ok(secret)
 }
 
 /// Standard base64 with padding (for HTTP basic credentials).
@@ -709,6 +833,29 @@ impl Settings {
                 "must be at least 1",
             ));
         }
+        let mut formats = BTreeMap::new();
+        for (topic, format) in &raw.kafka.formats {
+            let key = format!("kafka.formats.{topic}");
+            let format: Format = format.parse().map_err(|p: String| invalid(&key, p))?;
+            if !topics.contains(topic) {
+                return Err(invalid(key, "is not one of kafka.topics"));
+            }
+            if format != Format::Canonical {
+                formats.insert(topic.clone(), format);
+            }
+        }
+        let crm = std::sync::Arc::new(CrmConfig {
+            hubspot: mapping("crm.hubspot", &raw.crm.hubspot)?,
+            pipedrive: mapping("crm.pipedrive", &raw.crm.pipedrive)?,
+            salesforce: mapping("crm.salesforce", &raw.crm.salesforce)?,
+            salesforce_objects: SalesforceObjects {
+                subscription_object: raw.crm.salesforce_objects.subscription_object.clone(),
+                mrr_field: raw.crm.salesforce_objects.mrr_field.clone(),
+                account_field: raw.crm.salesforce_objects.account_field.clone(),
+                meeting_status_field: raw.crm.salesforce_objects.meeting_status_field.clone(),
+            },
+        });
+        let webhooks = webhooks(&raw.webhooks, &formats, secrets)?;
         let http_listen = raw.http.listen.parse().map_err(|_| {
             invalid(
                 "http.listen",
@@ -720,6 +867,7 @@ impl Settings {
                 brokers: raw.kafka.brokers.clone(),
                 group_id: raw.kafka.group_id.clone(),
                 topics,
+                formats,
                 dead_letter_topic: (!dlq.is_empty()).then_some(dlq),
                 properties,
             },
@@ -760,6 +908,7 @@ impl Settings {
                 })
             },
             shutdown_timeout: std_duration("shutdown.timeout", &raw.shutdown.timeout)?,
+            webhooks,
             engine: EngineConfig {
                 sliding,
                 calendar,
@@ -774,9 +923,152 @@ impl Settings {
                     max_message_bytes: raw.limits.max_message_bytes,
                     rates: Rates::new(&base, table),
                 },
+                crm,
             },
         })
     }
+}
+
+/// One CRM's maps, with its mapping file merged over them.
+fn mapping(section: &str, raw: &RawMapping) -> Result<Mapping, ConfigError> {
+    #[derive(Deserialize, Default)]
+    #[serde(deny_unknown_fields)]
+    struct File {
+        #[serde(default)]
+        owners: BTreeMap<String, String>,
+        #[serde(default)]
+        stages: BTreeMap<String, String>,
+    }
+    let mut m = Mapping {
+        owners: raw.owners.clone(),
+        stages: raw.stages.clone(),
+        won_stages: raw.won_stages.iter().cloned().collect(),
+        lost_stages: raw.lost_stages.iter().cloned().collect(),
+    };
+    if !raw.mapping_file.is_empty() {
+        let key = format!("{section}.mapping_file");
+        let text = std::fs::read_to_string(&raw.mapping_file)
+            .map_err(|e| invalid(&key, format!("{}: {e}", raw.mapping_file)))?;
+        let f: File = serde_json::from_str(&text).map_err(|e| {
+            invalid(
+                &key,
+                format!(
+                    "{} is not a JSON object {{\"owners\": {{...}}, \"stages\": {{...}}}}: {e}",
+                    raw.mapping_file
+                ),
+            )
+        })?;
+        m.owners.extend(f.owners);
+        m.stages.extend(f.stages);
+    }
+    for (crm, rep) in &m.owners {
+        if rep.is_empty() || rep.len() > 128 {
+            return Err(invalid(
+                format!("{section}.owners.{crm}"),
+                "rep ids are 1 to 128 bytes long",
+            ));
+        }
+    }
+    if let Some(s) = m.won_stages.intersection(&m.lost_stages).next() {
+        return Err(invalid(
+            format!("{section}.lost_stages"),
+            format!("`{s}` is also a won stage"),
+        ));
+    }
+    Ok(m)
+}
+
+/// The webhook routes that are on, with their secrets.
+fn webhooks(
+    raw: &RawWebhooks,
+    formats: &BTreeMap<String, Format>,
+    secrets: &BTreeMap<String, String>,
+) -> Result<Option<WebhookSettings>, ConfigError> {
+    let route = |key: &str, topic: &str, want: Format| -> Result<Option<String>, ConfigError> {
+        let topic = topic.trim();
+        if topic.is_empty() {
+            return Ok(None);
+        }
+        if formats.get(topic) != Some(&want) {
+            return Err(invalid(
+                format!("webhooks.{key}_topic"),
+                format!("`{topic}` must be an input topic with kafka.formats.{topic} = \"{want}\""),
+            ));
+        }
+        Ok(Some(topic.to_owned()))
+    };
+    let hubspot = match route("hubspot", &raw.hubspot_topic, Format::Hubspot)? {
+        None => None,
+        Some(topic) => {
+            let secret = read_secret(
+                "webhooks",
+                "hubspot",
+                "the HubSpot route",
+                &raw.hubspot_secret_file,
+                secrets,
+            )?;
+            let url = raw.hubspot_url.trim();
+            if !(url.is_empty() || url.starts_with("https://") || url.starts_with("http://")) {
+                return Err(invalid(
+                    "webhooks.hubspot_url",
+                    "must be an http:// or https:// URL",
+                ));
+            }
+            Some((topic, secret, (!url.is_empty()).then(|| url.to_owned())))
+        }
+    };
+    let pipedrive = match route("pipedrive", &raw.pipedrive_topic, Format::Pipedrive)? {
+        None => None,
+        Some(topic) => {
+            let secret = read_secret(
+                "webhooks",
+                "pipedrive",
+                "the Pipedrive route",
+                &raw.pipedrive_secret_file,
+                secrets,
+            )?;
+            if !secret.contains(':') {
+                return Err(invalid(
+                    "webhooks.pipedrive_secret_file",
+                    "basic auth needs `user:password`",
+                ));
+            }
+            Some((topic, base64(secret.as_bytes())))
+        }
+    };
+    let salesforce = match route("salesforce", &raw.salesforce_topic, Format::SalesforceCdc)? {
+        None => None,
+        Some(topic) => match raw.salesforce_auth.as_str() {
+            "none" => Some((topic, None)),
+            "signature" => {
+                let secret = read_secret(
+                    "webhooks",
+                    "salesforce",
+                    "the Salesforce route",
+                    &raw.salesforce_secret_file,
+                    secrets,
+                )?;
+                Some((topic, Some(secret)))
+            }
+            other => {
+                return Err(invalid(
+                    "webhooks.salesforce_auth",
+                    format!("`{other}` is not `signature` or `none`"),
+                ))
+            }
+        },
+    };
+    let max_age_ms =
+        parse_duration(&raw.max_age).map_err(|p| invalid("webhooks.max_age", p))? / 1000;
+    if hubspot.is_none() && pipedrive.is_none() && salesforce.is_none() {
+        return Ok(None);
+    }
+    Ok(Some(WebhookSettings {
+        hubspot,
+        pipedrive,
+        salesforce,
+        max_age_ms,
+    }))
 }
 
 fn is_topic_name(s: &str) -> bool {

@@ -38,10 +38,11 @@ pub enum RejectReason {
     OutOfRange,
     UnknownCurrency,
     FutureTimestamp,
+    Unmappable,
 }
 
 impl RejectReason {
-    pub const ALL: [RejectReason; 10] = [
+    pub const ALL: [RejectReason; 11] = [
         RejectReason::TooLarge,
         RejectReason::NotUtf8,
         RejectReason::InvalidJson,
@@ -52,6 +53,7 @@ impl RejectReason {
         RejectReason::OutOfRange,
         RejectReason::UnknownCurrency,
         RejectReason::FutureTimestamp,
+        RejectReason::Unmappable,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -66,6 +68,7 @@ impl RejectReason {
             RejectReason::OutOfRange => "out_of_range",
             RejectReason::UnknownCurrency => "unknown_currency",
             RejectReason::FutureTimestamp => "future_timestamp",
+            RejectReason::Unmappable => "unmappable",
         }
     }
 }

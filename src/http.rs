@@ -20,6 +20,7 @@ use prometheus_client::registry::Registry;
 use serde_json::json;
 
 use crate::config::{Credential, HttpLimits};
+use crate::crm::signature::constant_time_eq;
 use crate::exposition;
 use crate::kpi::{self, Filter, Layout, Scope};
 use crate::source::{StateCopy, ViewRequest};
@@ -111,14 +112,6 @@ async fn shed(State(b): State<Busy>, req: Request, next: Next) -> Response {
             )
         }
     }
-}
-
-/// Compares in time independent of where the first difference is.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// Lets a request through when its `Authorization` header carries the

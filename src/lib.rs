@@ -10,6 +10,8 @@
 //!   ignored, rejected), counted.
 //! - [`kpi`]: per-scope totals, derived KPIs and the JSON document.
 //! - [`exposition`]: the Prometheus text exposition of the KPI parts.
+//! - [`crm`]: HubSpot, Pipedrive and Salesforce CDC payloads to canonical
+//!   events, and how each CRM's webhook requests are authenticated.
 //!
 //! Around it:
 //! - [`config`]: settings from `config/default.toml`, files and environment.
@@ -23,11 +25,14 @@
 //!   partition, restore and seek on assignment, snapshot and commit on
 //!   revocation, dead letters for rejected messages.
 //! - [`http`]: `/metrics`, `/api/v1/kpis`, `/healthz`, `/readyz` (axum).
+//! - [`webhook`]: the CRM webhook receiver: checks each request and
+//!   produces it to its input topic before answering.
 //! - [`telemetry`]: the service's own metrics.
 //! - [`service`]: `kpistream run`: wires the ingest thread, the HTTP server
 //!   and graceful shutdown.
 
 pub mod config;
+pub mod crm;
 pub mod demo;
 pub mod engine;
 pub mod event;
@@ -42,3 +47,4 @@ pub mod sim;
 pub mod snapshot;
 pub mod source;
 pub mod telemetry;
+pub mod webhook;

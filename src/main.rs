@@ -8,6 +8,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 use kpistream::config::{parse_duration, Overrides, Settings};
+use kpistream::crm::Format;
 use kpistream::sim::{SimConfig, Simulator};
 
 #[derive(Parser)]
@@ -33,6 +34,10 @@ enum Command {
     Replay {
         #[arg(long)]
         input: String,
+        /// Payload format of each line: canonical, hubspot, pipedrive or
+        /// salesforce_cdc (one native JSON document per line).
+        #[arg(long, default_value = "canonical")]
+        format: kpistream::crm::Format,
     },
     /// Generates a realistic stream of CRM events: to a Kafka topic with
     /// --brokers, else as NDJSON to stdout.
@@ -96,9 +101,9 @@ fn main() -> anyhow::Result<()> {
                 kpistream::service::signal(),
             ))
         }
-        Command::Replay { input } => {
+        Command::Replay { input, format } => {
             let settings = Settings::load(cli.config.as_deref(), &overrides)?;
-            replay(settings, &input)
+            replay(settings, format, &input)
         }
         Command::Simulate {
             brokers,
@@ -141,12 +146,16 @@ fn runtime() -> io::Result<tokio::runtime::Runtime> {
         .build()
 }
 
-fn replay(settings: Settings, input: &str) -> anyhow::Result<()> {
+fn replay(settings: Settings, format: Format, input: &str) -> anyhow::Result<()> {
     let (doc, counts) = if input == "-" {
-        kpistream::replay::replay(settings.engine, io::stdin().lock())
+        kpistream::replay::replay_format(settings.engine, format, io::stdin().lock())
     } else {
         let f = File::open(input).with_context(|| format!("cannot open {input}"))?;
-        kpistream::replay::replay(settings.engine, BufReader::with_capacity(1 << 16, f))
+        kpistream::replay::replay_format(
+            settings.engine,
+            format,
+            BufReader::with_capacity(1 << 16, f),
+        )
     }
     .context("reading the input")?;
     tracing::info!(

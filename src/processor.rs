@@ -4,25 +4,40 @@
 //! parses and validates the message, checks the clock skew on the wall
 //! clock, then offers the event to the engine. No I/O, no clock reads: the
 //! caller passes the wall time in.
+//!
+//! On a topic with a CRM format, the processor's [`Adapter`] first maps the
+//! native payload to canonical events; each then takes the path above and
+//! has its own outcome. A payload the adapter rejects is one rejection; one
+//! that maps to no event is one ignore.
 
 use crate::config::{ClockMode, EngineConfig};
+use crate::crm::{Adapted, Adapter};
 use crate::engine::{Engine, Skip};
 use crate::event::{self, Parsed, RejectReason, Rejection};
 
 /// Why a valid message was dropped without changing any KPI.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum IgnoreReason {
+    /// An unknown event type, or a CRM object or subscription kpistream
+    /// does not track.
     UnknownType,
     ClosedDeal,
+    /// A CRM payload that changes no KPI (a deletion, an untracked field).
+    NoKpiChange,
 }
 
 impl IgnoreReason {
-    pub const ALL: [IgnoreReason; 2] = [IgnoreReason::UnknownType, IgnoreReason::ClosedDeal];
+    pub const ALL: [IgnoreReason; 3] = [
+        IgnoreReason::UnknownType,
+        IgnoreReason::ClosedDeal,
+        IgnoreReason::NoKpiChange,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
             IgnoreReason::UnknownType => "unknown_type",
             IgnoreReason::ClosedDeal => "closed_deal",
+            IgnoreReason::NoKpiChange => "no_kpi_change",
         }
     }
 }
@@ -103,6 +118,8 @@ impl Counts {
 pub struct Processor {
     pub engine: Engine,
     pub counts: Counts,
+    /// Maps native payloads; `None` on a canonical topic.
+    adapter: Option<Adapter>,
 }
 
 impl Processor {
@@ -110,7 +127,59 @@ impl Processor {
         Processor {
             engine: Engine::new(cfg),
             counts: Counts::default(),
+            adapter: None,
         }
+    }
+
+    /// A processor restored from its engine and counts (canonical until
+    /// [`Processor::with_adapter`]).
+    pub fn from_parts(engine: Engine, counts: Counts) -> Self {
+        Processor {
+            engine,
+            counts,
+            adapter: None,
+        }
+    }
+
+    /// The processor of a topic in a CRM's format.
+    pub fn with_adapter(mut self, adapter: Option<Adapter>) -> Self {
+        self.adapter = adapter.filter(|a| a.format != crate::crm::Format::Canonical);
+        self
+    }
+
+    /// Processes one message of the processor's format, calling `each` with
+    /// every outcome: one for a canonical message, one per mapped event (or
+    /// one rejection or ignore) for a native payload.
+    pub fn process_each(&mut self, bytes: &[u8], wall_now: i64, mut each: impl FnMut(&Outcome)) {
+        let Some(adapter) = &self.adapter else {
+            let outcome = self.process(bytes, wall_now);
+            each(&outcome);
+            return;
+        };
+        let max = self.engine.config().parse.max_message_bytes;
+        let adapted = if bytes.len() > max {
+            Err(Rejection::new(
+                RejectReason::TooLarge,
+                "the payload is larger than limits.max_message_bytes",
+            ))
+        } else {
+            adapter.adapt(bytes, &self.engine)
+        };
+        let outcome = match adapted {
+            Err(r) => Outcome::Rejected(r),
+            Ok(Adapted::UnknownKind) => Outcome::Ignored(IgnoreReason::UnknownType),
+            Ok(Adapted::NothingToDo) => Outcome::Ignored(IgnoreReason::NoKpiChange),
+            Ok(Adapted::Events(events)) => {
+                for ev in events {
+                    let bytes = serde_json::to_vec(&ev).expect("a JSON value serializes");
+                    let outcome = self.process(&bytes, wall_now);
+                    each(&outcome);
+                }
+                return;
+            }
+        };
+        self.counts.record(&outcome);
+        each(&outcome);
     }
 
     /// Processes one message. `wall_now` (microseconds since the epoch) is

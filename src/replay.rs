@@ -4,22 +4,39 @@
 use std::io::BufRead;
 
 use crate::config::{ClockMode, EngineConfig};
+use crate::crm::{Adapter, Format};
 use crate::kpi::{self, Filter, Layout};
 use crate::processor::{Counts, Outcome, Processor};
 
 /// Runs every line of `input` through one processor and returns the KPI
 /// document with its `outcomes`. Empty lines are not messages and are skipped.
 pub fn replay(
+    cfg: EngineConfig,
+    input: impl BufRead,
+) -> std::io::Result<(serde_json::Value, Counts)> {
+    replay_format(cfg, Format::Canonical, input)
+}
+
+/// As [`replay`], each line a payload in `format` (one native JSON
+/// document per line for a CRM format).
+pub fn replay_format(
     mut cfg: EngineConfig,
+    format: Format,
     input: impl BufRead,
 ) -> std::io::Result<(serde_json::Value, Counts)> {
     cfg.clock = ClockMode::Event;
     let layout = Layout::new(&cfg);
-    let mut p = Processor::new(cfg);
+    let adapter = Adapter {
+        format,
+        config: cfg.crm.clone(),
+    };
+    let mut p = Processor::new(cfg).with_adapter(Some(adapter));
     for_each_line(input, |line| {
-        if let Outcome::Rejected(r) = p.process(line, 0) {
-            tracing::debug!(reason = %r.reason, detail = %r.detail, "rejected");
-        }
+        p.process_each(line, 0, |outcome| {
+            if let Outcome::Rejected(r) = outcome {
+                tracing::debug!(reason = %r.reason, detail = %r.detail, "rejected");
+            }
+        });
     })?;
     let view = p.engine.view();
     let mut doc = kpi::document(&layout, &view, &Filter::default());

@@ -51,6 +51,16 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> anyh
         metrics_auth: settings.metrics_auth.clone(),
         api_auth: settings.api_auth.clone(),
     });
+    let app = match crate::webhook::Hooks::new(&settings, metrics.clone())? {
+        Some(hooks) => {
+            info!("CRM webhook receiver on");
+            app.merge(crate::webhook::router(
+                hooks,
+                settings.http_limits.max_request_bytes,
+            ))
+        }
+        None => app,
+    };
     let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(
         axum::serve(listener, app)

@@ -29,7 +29,7 @@ use crate::processor::{Counts, Processor};
 
 const MAGIC: &[u8; 8] = b"KPISNAP\0";
 /// The current format; older formats get a migration here when they exist.
-pub const FORMAT: u32 = 2;
+pub const FORMAT: u32 = 3;
 const HEADER: usize = 8 + 4 + 8 + 8;
 
 #[derive(Debug, thiserror::Error)]
@@ -129,10 +129,7 @@ pub fn decode(bytes: &[u8], cfg: EngineConfig) -> Result<Restored, SnapshotError
     let engine = Engine::decode(cfg, engine)?;
     Ok(Restored {
         next_offset: head.next_offset,
-        processor: Processor {
-            engine,
-            counts: head.counts,
-        },
+        processor: Processor::from_parts(engine, head.counts),
     })
 }
 

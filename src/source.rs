@@ -69,6 +69,8 @@ struct Part {
 
 struct Inner {
     cfg: EngineConfig,
+    /// Topics whose payloads a CRM adapter maps.
+    formats: std::collections::BTreeMap<String, crate::crm::Format>,
     store: Store,
     every_events: u64,
     interval: Duration,
@@ -253,6 +255,10 @@ impl Inner {
             warn!(path = %path.display(), %why, topic, partition, "snapshot unusable, falling back to an older one");
             self.metrics.restore_fallbacks.inc();
         }
+        let adapter = self.formats.get(topic).map(|&format| crate::crm::Adapter {
+            format,
+            config: self.cfg.crm.clone(),
+        });
         let (processor, next) = match loaded.restored {
             Some(r) => {
                 info!(
@@ -261,14 +267,14 @@ impl Inner {
                     offset = r.next_offset,
                     "partition restored from snapshot"
                 );
-                (r.processor, r.next_offset)
+                (r.processor.with_adapter(adapter), r.next_offset)
             }
             None => {
                 info!(
                     topic,
                     partition, "no snapshot: partition starts from the beginning"
                 );
-                (Processor::new(self.cfg.clone()), 0)
+                (Processor::new(self.cfg.clone()).with_adapter(adapter), 0)
             }
         };
         self.parts.push(Part {
@@ -300,17 +306,18 @@ impl Inner {
         }
         let payload = m.payload().unwrap_or_default();
         let started = Instant::now();
-        let outcome = part.processor.process(payload, unix_micros());
+        let (pending, dlq) = (&mut self.pending, &self.dlq);
+        part.processor
+            .process_each(payload, unix_micros(), |outcome| {
+                pending.record(outcome);
+                if let (Outcome::Rejected(r), Some(dlq)) = (outcome, dlq) {
+                    dlq.send(m, r.reason.as_str(), &r.detail);
+                }
+            });
         self.metrics
             .apply_duration
             .observe(started.elapsed().as_secs_f64());
         part.next = m.offset() + 1;
-        self.pending.record(&outcome);
-        if let Outcome::Rejected(r) = &outcome {
-            if let Some(dlq) = &self.dlq {
-                dlq.send(m, r.reason.as_str(), &r.detail);
-            }
-        }
     }
 
     /// Snapshots a partition and commits the offset it covers. Returns
@@ -600,6 +607,7 @@ pub fn run(
     };
     let inner = Arc::new(Mutex::new(Inner {
         cfg: settings.engine.clone(),
+        formats: settings.kafka.formats.clone(),
         store: Store::new(&settings.snapshot.dir, settings.snapshot.keep),
         every_events: settings.snapshot.every_events,
         interval: settings.snapshot.interval,

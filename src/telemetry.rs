@@ -37,6 +37,12 @@ pub struct HttpRejectLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WebhookLabels {
+    pub crm: &'static str,
+    pub result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResultLabels {
     pub result: &'static str,
 }
@@ -64,6 +70,7 @@ pub struct Metrics {
     pub folded_reps: Gauge,
     pub output_messages: Family<ResultLabels, Counter>,
     pub http_rejected: Family<HttpRejectLabels, Counter>,
+    pub webhook_requests: Family<WebhookLabels, Counter>,
 }
 
 impl Metrics {
@@ -88,6 +95,7 @@ impl Metrics {
             folded_reps: Gauge::default(),
             output_messages: Family::default(),
             http_rejected: Family::default(),
+            webhook_requests: Family::default(),
         };
         let r = registry.sub_registry_with_prefix("kpistream");
         r.register(
@@ -190,6 +198,12 @@ impl Metrics {
             "http_rejected_requests",
             "HTTP requests refused, by endpoint and reason (unauthorized, busy)",
             m.http_rejected.clone(),
+        );
+        r.register(
+            "webhook_requests",
+            "CRM webhook requests, by CRM and result (accepted, produce_failed, \
+             missing_credentials, expired, bad_signature, replayed)",
+            m.webhook_requests.clone(),
         );
         m
     }

@@ -864,12 +864,7 @@ impl Engine {
     /// The meeting, created with this event's rep and team if unknown.
     fn meeting(&mut self, ev: &Event<'_>, meeting: &str, sf: Option<i64>) -> &mut Meeting {
         let k = key(meeting);
-        let idle = self.idle_since();
-        let forgotten = self
-            .meetings
-            .get(&k)
-            .is_none_or(|m| m.last < idle && m.sf.is_none_or(|sf| sf < idle));
-        if forgotten {
+        if !self.meeting_known_key(k) {
             let (_, agg) = self.target(ev, None);
             self.meetings.insert(
                 k,
@@ -885,6 +880,19 @@ impl Engine {
         let m = self.meetings.get_mut(&k).expect("inserted");
         m.last = m.last.max(ev.at);
         m
+    }
+
+    /// Whether a meeting is known and not forgotten (the rule of
+    /// [`Engine::meeting`]).
+    pub fn meeting_known(&self, meeting: &str) -> bool {
+        self.meeting_known_key(key(meeting))
+    }
+
+    fn meeting_known_key(&self, k: Key) -> bool {
+        let idle = self.idle_since();
+        self.meetings
+            .get(&k)
+            .is_some_and(|m| !(m.last < idle && m.sf.is_none_or(|sf| sf < idle)))
     }
 
     /// Brings a meeting's due, held, missed and upcoming contributions in
@@ -1091,5 +1099,11 @@ impl View {
     pub fn merge(&mut self, other: View) {
         self.now = self.now.max(other.now);
         self.rows.extend(other.rows);
+    }
+}
+
+impl crate::crm::Known for Engine {
+    fn meeting_known(&self, meeting_id: &str) -> bool {
+        Engine::meeting_known(self, meeting_id)
     }
 }

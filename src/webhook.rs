@@ -1,0 +1,254 @@
+//! The CRM webhook receiver: `POST /webhooks/hubspot`, `/webhooks/pipedrive`
+//! and `/webhooks/salesforce`, on the HTTP listener.
+//!
+//! Each request is authenticated the way its CRM signs it
+//! ([`crate::crm::signature`]); a refused one gets 401 and is counted. An
+//! accepted payload is produced to the route's input topic by an
+//! idempotent producer (acks=all), and only when the broker has acknowledged
+//! it is the CRM answered 200: a failure answers 503 and the CRM retries,
+//! so nothing is lost, and the retry is a duplicate for the dedup set if
+//! the first attempt did land. HubSpot batches are split into one message
+//! per notification, keyed by its object id; Pipedrive and Salesforce
+//! payloads are produced as they came, keyed by their entity or record id,
+//! so all messages of one CRM object share a partition. A payload that is
+//! not even JSON is produced too, unkeyed: the processor rejects it to the
+//! dead-letter topic, where it can be seen.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Json, Router};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::ClientConfig;
+use serde_json::{json, Value};
+use tracing::warn;
+
+use crate::config::{Settings, WebhookSettings};
+use crate::crm::signature::{self, Refusal, ReplayGuard, Signed};
+use crate::telemetry::{Metrics, WebhookLabels};
+
+/// What the webhook routes share.
+pub struct Hooks {
+    settings: WebhookSettings,
+    producer: FutureProducer,
+    replays: Mutex<ReplayGuard>,
+    metrics: Arc<Metrics>,
+}
+
+impl Hooks {
+    /// The receiver of `settings.webhooks`, with its idempotent producer.
+    pub fn new(settings: &Settings, metrics: Arc<Metrics>) -> anyhow::Result<Option<Arc<Self>>> {
+        let Some(hooks) = settings.webhooks.clone() else {
+            return Ok(None);
+        };
+        let mut cfg = ClientConfig::new();
+        cfg.set("bootstrap.servers", &settings.kafka.brokers)
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("message.timeout.ms", "10000")
+            .set("linger.ms", "5");
+        for (k, v) in &settings.kafka.properties {
+            cfg.set(k, v);
+        }
+        let producer: FutureProducer = cfg.create()?;
+        Ok(Some(Arc::new(Hooks {
+            replays: Mutex::new(ReplayGuard::new(hooks.max_age_ms, 1 << 20)),
+            settings: hooks,
+            producer,
+            metrics,
+        })))
+    }
+}
+
+/// The routes that are configured.
+pub fn router(hooks: Arc<Hooks>, max_request_bytes: usize) -> Router {
+    let mut r = Router::new();
+    if hooks.settings.hubspot.is_some() {
+        r = r.route("/webhooks/hubspot", post(hubspot));
+    }
+    if hooks.settings.pipedrive.is_some() {
+        r = r.route("/webhooks/pipedrive", post(pipedrive));
+    }
+    if hooks.settings.salesforce.is_some() {
+        r = r.route("/webhooks/salesforce", post(salesforce));
+    }
+    r.layer(DefaultBodyLimit::max(max_request_bytes))
+        .with_state(hooks)
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+impl Hooks {
+    fn count(&self, crm: &'static str, result: &'static str) {
+        self.metrics
+            .webhook_requests
+            .get_or_create(&WebhookLabels { crm, result })
+            .inc();
+    }
+
+    fn refuse(&self, crm: &'static str, why: Refusal) -> Response {
+        self.count(crm, why.as_str());
+        (
+            StatusCode::UNAUTHORIZED,
+            Json(json!({"error": format!("webhook refused: {}", why.as_str())})),
+        )
+            .into_response()
+    }
+
+    /// Produces the messages and answers once all are acknowledged.
+    /// `signature` (if any) is remembered only once they are, so that a
+    /// CRM may send exactly the same request again after a failure.
+    async fn deliver(
+        &self,
+        crm: &'static str,
+        topic: &str,
+        signature: Option<&str>,
+        messages: Vec<(Option<String>, Vec<u8>)>,
+    ) -> Response {
+        let now = now_ms();
+        if let Some(sig) = signature {
+            let mut replays = self.replays.lock().expect("replay guard lock");
+            if replays.check(sig, now).is_err() {
+                drop(replays);
+                return self.refuse(crm, Refusal::Replayed);
+            }
+        }
+        let mut pending = Vec::with_capacity(messages.len());
+        let mut failed = None;
+        for (key, payload) in &messages {
+            let mut record = FutureRecord::<String, Vec<u8>>::to(topic).payload(payload);
+            if let Some(k) = key {
+                record = record.key(k);
+            }
+            match self.producer.send_result(record) {
+                Ok(f) => pending.push(f),
+                Err((e, _)) => {
+                    failed = Some(e.to_string());
+                    break;
+                }
+            }
+        }
+        for f in pending {
+            match tokio::time::timeout(Duration::from_secs(15), f).await {
+                Ok(Ok(Ok(_))) => {}
+                Ok(Ok(Err((e, _)))) => failed = Some(e.to_string()),
+                Ok(Err(_)) => failed = Some("delivery canceled".into()),
+                Err(_) => failed = Some("no acknowledgement in time".into()),
+            }
+        }
+        if let Some(e) = failed {
+            if let Some(sig) = signature {
+                self.replays.lock().expect("replay guard lock").forget(sig);
+            }
+            warn!(crm, error = %e, "webhook payload not produced; answering 503 so the CRM retries");
+            self.count(crm, "produce_failed");
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Json(json!({"error": "not stored yet; retry"})),
+            )
+                .into_response();
+        }
+        self.count(crm, "accepted");
+        (StatusCode::OK, Json(json!({"accepted": messages.len()}))).into_response()
+    }
+}
+
+/// A JSON value's id as a message key.
+fn key_of(v: Option<&Value>) -> Option<String> {
+    match v? {
+        Value::String(s) if !s.is_empty() => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+async fn hubspot(
+    State(h): State<Arc<Hooks>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let (topic, secret, url) = h.settings.hubspot.as_ref().expect("route is on");
+    let signed_url = match url {
+        Some(u) => u.clone(),
+        None => format!(
+            "https://{}{}",
+            header(&headers, "host").unwrap_or_default(),
+            uri.path_and_query().map_or("", |p| p.as_str())
+        ),
+    };
+    let sig = header(&headers, "x-hubspot-signature-v3");
+    let req = Signed {
+        method: method.as_str(),
+        uri: &signed_url,
+        body: &body,
+        timestamp: header(&headers, "x-hubspot-request-timestamp"),
+        signature: sig,
+    };
+    if let Err(why) = signature::verify_hubspot(secret, &req, now_ms(), h.settings.max_age_ms) {
+        return h.refuse("hubspot", why);
+    }
+    let messages = match serde_json::from_slice::<Value>(&body) {
+        Ok(Value::Array(items)) => items
+            .iter()
+            .map(|n| {
+                let bytes = serde_json::to_vec(n).expect("a JSON value serializes");
+                (key_of(n.get("objectId")), bytes)
+            })
+            .collect(),
+        _ => vec![(None, body.to_vec())],
+    };
+    h.deliver("hubspot", topic, sig, messages).await
+}
+
+async fn pipedrive(State(h): State<Arc<Hooks>>, headers: HeaderMap, body: Bytes) -> Response {
+    let (topic, expected) = h.settings.pipedrive.as_ref().expect("route is on");
+    if let Err(why) = signature::verify_basic(expected, header(&headers, "authorization")) {
+        return h.refuse("pipedrive", why);
+    }
+    let key = serde_json::from_slice::<Value>(&body).ok().and_then(|doc| {
+        key_of(doc.pointer("/meta/entity_id")).or_else(|| key_of(doc.pointer("/data/id")))
+    });
+    h.deliver("pipedrive", topic, None, vec![(key, body.to_vec())])
+        .await
+}
+
+async fn salesforce(State(h): State<Arc<Hooks>>, headers: HeaderMap, body: Bytes) -> Response {
+    let (topic, secret) = h.settings.salesforce.as_ref().expect("route is on");
+    let sig = header(&headers, "x-kpistream-signature");
+    if let Some(secret) = secret {
+        let req = Signed {
+            method: "POST",
+            uri: "",
+            body: &body,
+            timestamp: header(&headers, "x-kpistream-timestamp"),
+            signature: sig,
+        };
+        if let Err(why) = signature::verify_relay(secret, &req, now_ms(), h.settings.max_age_ms) {
+            return h.refuse("salesforce", why);
+        }
+    }
+    let key = serde_json::from_slice::<Value>(&body).ok().and_then(|doc| {
+        let header = doc
+            .pointer("/ChangeEventHeader")
+            .or_else(|| doc.pointer("/data/payload/ChangeEventHeader"))?;
+        key_of(header.pointer("/recordIds/0"))
+    });
+    let sig = secret.as_ref().and(sig);
+    h.deliver("salesforce", topic, sig, vec![(key, body.to_vec())])
+        .await
+}
