@@ -1248,11 +1248,62 @@ mod tests {
                 &[("KPISTREAM__TEAMS_FILE", "/nonexistent/teams.json")],
                 "teams_file",
             ),
+            (
+                &[("KPISTREAM__KAFKA__FORMATS__CRM-EVENTS", "zoho")],
+                "kafka.formats.crm-events",
+            ),
+            (
+                &[("KPISTREAM__KAFKA__FORMATS__ELSEWHERE", "hubspot")],
+                "kafka.formats.elsewhere",
+            ),
+            (
+                &[("KPISTREAM__WEBHOOKS__HUBSPOT_TOPIC", "crm-events")],
+                "webhooks.hubspot_topic",
+            ),
+            (
+                &[
+                    ("KPISTREAM__KAFKA__FORMATS__CRM-EVENTS", "pipedrive"),
+                    ("KPISTREAM__WEBHOOKS__PIPEDRIVE_TOPIC", "crm-events"),
+                ],
+                "webhooks.pipedrive_secret_file",
+            ),
+            (
+                &[("KPISTREAM__CRM__SALESFORCE__LOST_STAGES", "Closed Won")],
+                "crm.salesforce.lost_stages",
+            ),
         ];
         for (vars, key) in cases {
             let err = load_env(vars).unwrap_err().to_string();
             assert!(err.contains(&format!("`{key}`")), "{err} should name {key}");
         }
+    }
+
+    #[test]
+    fn webhook_routes_take_their_secrets_from_the_environment_and_hide_them() {
+        let s = load_env(&[
+            ("KPISTREAM__KAFKA__TOPICS", "hs,pd,sf"),
+            ("KPISTREAM__KAFKA__FORMATS__HS", "hubspot"),
+            ("KPISTREAM__KAFKA__FORMATS__PD", "pipedrive"),
+            ("KPISTREAM__KAFKA__FORMATS__SF", "salesforce_cdc"),
+            ("KPISTREAM__WEBHOOKS__HUBSPOT_TOPIC", "hs"),
+            ("KPISTREAM__WEBHOOKS__PIPEDRIVE_TOPIC", "pd"),
+            ("KPISTREAM__WEBHOOKS__SALESFORCE_TOPIC", "sf"),
+            ("KPISTREAM__WEBHOOKS__SALESFORCE_AUTH", "none"),
+            ("KPISTREAM_HUBSPOT_SECRET", "hs-client-secret"),
+            ("KPISTREAM_PIPEDRIVE_SECRET", "pd:pw"),
+        ])
+        .unwrap();
+        assert_eq!(s.kafka.formats.len(), 3);
+        let w = s.webhooks.clone().unwrap();
+        assert_eq!(w.hubspot.as_ref().unwrap().1, "hs-client-secret");
+        assert_eq!(w.pipedrive.as_ref().unwrap().1, base64(b"pd:pw"));
+        assert_eq!(w.salesforce, Some(("sf".to_owned(), None)));
+        assert_eq!(w.max_age_ms, 300_000);
+        let shown = format!("{s:?}");
+        assert!(
+            !shown.contains("hs-client-secret") && !shown.contains(&base64(b"pd:pw")),
+            "{shown}"
+        );
     }
 
     #[test]

@@ -11,7 +11,8 @@
 //! | activity of type `call`, done | `call.logged` once per activity (duration from `duration` HH:MM) |
 //! | activity of type `meeting` | create: `meeting.scheduled` (and `meeting.held` if created done); a new `due_date`/`due_time`: `meeting.rescheduled`; marked done: `meeting.held`; deleted while not done: `meeting.canceled` |
 //!
-//! Deal deletions and other activity types: nothing to do; other entities:
+//! Every deal event carries the deal's owner as `rep_id`. Deal deletions
+//! and other activity types: nothing to do; other entities:
 //! an unknown kind. Due dates and times are UTC, as Pipedrive's API gives
 //! them. The dedup id is built from `meta.id`, which a retry keeps.
 
@@ -116,9 +117,10 @@ impl Ctx<'_> {
             .and_then(Value::as_str)
             .filter(|c| !c.is_empty());
         let stage = id_text(d.get("stage_id")).map(|s| self.map.stage(&s));
+        let owner = self.owner(d);
         let mut out = Vec::new();
         if action == Action::Create {
-            let rep = self.owner(d).ok_or_else(|| missing("data.owner_id"))?;
+            let rep = owner.clone().ok_or_else(|| missing("data.owner_id"))?;
             out.push(
                 self.event("created", "deal.created")
                     .set("deal_id", deal.clone())
@@ -149,6 +151,7 @@ impl Ctx<'_> {
                         .set("deal_id", deal.clone())
                         .set("to_stage", to)
                         .set_opt("from_stage", from)
+                        .set_opt("rep_id", owner.clone())
                         .done(),
                 );
             }
@@ -160,11 +163,13 @@ impl Ctx<'_> {
                     .set("deal_id", deal)
                     .set("amount", value)
                     .set_opt("currency", currency)
+                    .set_opt("rep_id", owner)
                     .done(),
             ),
             "lost" if closed_now => out.push(
                 self.event("lost", "deal.lost")
                     .set("deal_id", deal)
+                    .set_opt("rep_id", owner)
                     .set_opt(
                         "reason",
                         d.get("lost_reason")
