@@ -15,7 +15,7 @@ use kpistream::sim::{SimConfig, Simulator};
 #[command(name = "kpistream", version, about = "Live sales KPIs from CRM events")]
 struct Cli {
     /// Configuration file, read over the embedded defaults.
-    #[arg(long, global = true)]
+    #[arg(long, global = true, env = "KPISTREAM_CONFIG")]
     config: Option<PathBuf>,
     /// JSON object of rep id to team id (sets `teams_file`).
     #[arg(long, global = true)]
