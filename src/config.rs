@@ -10,6 +10,7 @@ use serde::Deserialize;
 
 use crate::crm::{CrmConfig, Format, Mapping, SalesforceObjects};
 use crate::event::ParseOptions;
+use crate::privacy::Pseudonyms;
 
 /// The shipped defaults, also the base layer of every configuration.
 pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
@@ -56,6 +57,16 @@ pub struct RawSettings {
     pub shutdown: RawShutdown,
     pub crm: RawCrm,
     pub webhooks: RawWebhooks,
+    pub privacy: RawPrivacy,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPrivacy {
+    /// Replace every rep id by a keyed pseudonym in all outputs.
+    pub pseudonymize_reps: bool,
+    /// File holding the pseudonym key (else KPISTREAM_PSEUDONYM_SECRET).
+    pub pseudonym_secret_file: String,
 }
 
 /// One CRM's id maps.
@@ -320,6 +331,8 @@ pub struct EngineConfig {
     pub parse: ParseOptions,
     /// The CRM adapters' maps.
     pub crm: std::sync::Arc<CrmConfig>,
+    /// Rep ids are replaced by these pseudonyms when set.
+    pub pseudonyms: Option<std::sync::Arc<Pseudonyms>>,
 }
 
 impl EngineConfig {
@@ -452,12 +465,13 @@ impl std::fmt::Debug for Credential {
 
 /// The environment variables that may hold secrets (read as they are, not
 /// as configuration keys).
-const SECRET_VARS: [&str; 5] = [
+const SECRET_VARS: [&str; 6] = [
     "KPISTREAM_METRICS_SECRET",
     "KPISTREAM_API_SECRET",
     "KPISTREAM_HUBSPOT_SECRET",
     "KPISTREAM_PIPEDRIVE_SECRET",
     "KPISTREAM_SALESFORCE_SECRET",
+    "KPISTREAM_PSEUDONYM_SECRET",
 ];
 
 /// Reads the credential of one endpoint: the scheme from `auth`, the
@@ -833,6 +847,24 @@ impl Settings {
                 "must be at least 1",
             ));
         }
+        let pseudonyms = if raw.privacy.pseudonymize_reps {
+            let key = read_secret(
+                "privacy",
+                "pseudonym",
+                "privacy.pseudonymize_reps",
+                &raw.privacy.pseudonym_secret_file,
+                secrets,
+            )?;
+            Some(std::sync::Arc::new(Pseudonyms::new(key.as_bytes())))
+        } else {
+            None
+        };
+        if let Some(p) = &pseudonyms {
+            teams = teams
+                .into_iter()
+                .map(|(rep, team)| (p.rep(&rep), team))
+                .collect();
+        }
         let mut formats = BTreeMap::new();
         for (topic, format) in &raw.kafka.formats {
             let key = format!("kafka.formats.{topic}");
@@ -924,6 +956,7 @@ impl Settings {
                     rates: Rates::new(&base, table),
                 },
                 crm,
+                pseudonyms,
             },
         })
     }

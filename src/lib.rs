@@ -6,6 +6,7 @@
 //! - [`engine`]: entity state (leads, deals, meetings, accounts, quotas),
 //!   windowed additive parts ([`engine::window`]: bucketed rings with running
 //!   sums) and current-state gauges, per (rep, team) pair, for one partition.
+//! - [`privacy`]: keyed pseudonyms replacing rep ids.
 //! - [`processor`]: bytes to [`processor::Outcome`] (applied, duplicate,
 //!   ignored, rejected), counted.
 //! - [`kpi`]: per-scope totals, derived KPIs and the JSON document.
@@ -40,6 +41,7 @@ pub mod exposition;
 pub mod http;
 pub mod kpi;
 pub mod output;
+pub mod privacy;
 pub mod processor;
 pub mod replay;
 pub mod service;

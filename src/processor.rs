@@ -202,11 +202,14 @@ impl Processor {
         if self.engine.is_duplicate_key(id) {
             return Outcome::Duplicate;
         }
-        let ev = match envelope.validate(&cfg.parse) {
+        let mut ev = match envelope.validate(&cfg.parse) {
             Err(r) => return Outcome::Rejected(r),
             Ok(Parsed::Unknown { .. }) => return Outcome::Ignored(IgnoreReason::UnknownType),
             Ok(Parsed::Event(ev)) => ev,
         };
+        if let (Some(p), Some(rep)) = (&cfg.pseudonyms, &mut ev.rep) {
+            *rep = std::borrow::Cow::Owned(p.rep(rep));
+        }
         if wall {
             if ev.at > wall_now.saturating_add(skew) {
                 return Outcome::Rejected(Rejection::new(

@@ -24,7 +24,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::ClientConfig;
 use serde_json::{json, Value};
 use tracing::warn;
 
@@ -46,16 +45,12 @@ impl Hooks {
         let Some(hooks) = settings.webhooks.clone() else {
             return Ok(None);
         };
-        let mut cfg = ClientConfig::new();
-        cfg.set("bootstrap.servers", &settings.kafka.brokers)
+        let producer: FutureProducer = crate::source::client_config(settings)
             .set("enable.idempotence", "true")
             .set("acks", "all")
             .set("message.timeout.ms", "10000")
-            .set("linger.ms", "5");
-        for (k, v) in &settings.kafka.properties {
-            cfg.set(k, v);
-        }
-        let producer: FutureProducer = cfg.create()?;
+            .set("linger.ms", "5")
+            .create()?;
         Ok(Some(Arc::new(Hooks {
             replays: Mutex::new(ReplayGuard::new(hooks.max_age_ms, 1 << 20)),
             settings: hooks,
