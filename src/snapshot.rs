@@ -88,17 +88,41 @@ pub fn encode_with_capacity(
         counts: &p.counts,
         layout: Engine::layout_fingerprint(p.engine.config()),
     };
+    let mut out = postcard::to_extend(&head, header(capacity))?;
+    p.engine.encode(&mut out)?;
+    seal_header(&mut out);
+    Ok(out)
+}
+
+/// A buffer holding the header, with room for `capacity` bytes in all.
+fn header(capacity: usize) -> Vec<u8> {
     let mut out = Vec::with_capacity(capacity.max(HEADER + 4096));
     out.extend_from_slice(MAGIC);
     out.extend_from_slice(&FORMAT.to_le_bytes());
     out.extend_from_slice(&[0; 16]);
-    let mut out = postcard::to_extend(&head, out)?;
-    p.engine.encode(&mut out)?;
+    out
+}
+
+/// Writes the body's length and checksum into the header.
+fn seal_header(out: &mut [u8]) {
     let len = (out.len() - HEADER) as u64;
     let sum = xxh3_64(&out[HEADER..]);
     out[12..20].copy_from_slice(&len.to_le_bytes());
     out[20..28].copy_from_slice(&sum.to_le_bytes());
-    Ok(out)
+}
+
+/// A file image of `body` with a valid header, length and checksum (for
+/// fuzzing [`decode`] past its integrity checks).
+pub fn seal(body: &[u8]) -> Vec<u8> {
+    let mut out = header(HEADER + body.len());
+    out.extend_from_slice(body);
+    seal_header(&mut out);
+    out
+}
+
+/// The body of a file image: what [`seal`] seals.
+pub fn body(image: &[u8]) -> &[u8] {
+    image.get(HEADER..).unwrap_or_default()
 }
 
 /// Decodes a snapshot file image into a processor with the current config.
