@@ -175,6 +175,8 @@ pub struct RawHttp {
     pub max_concurrent_requests: usize,
     /// Largest request body accepted.
     pub max_request_bytes: usize,
+    /// Most results one /api/v1/kpis answer may hold (422 past it).
+    pub max_api_results: usize,
     /// `none`, `bearer` or `basic` for /metrics.
     pub metrics_auth: String,
     /// File holding the /metrics secret (token, or `user:password`).
@@ -249,6 +251,15 @@ pub struct RawLimits {
     pub max_message_bytes: usize,
     /// On the wall clock, events further in the future are rejected.
     pub max_clock_skew: String,
+    /// Messages nested deeper (objects and arrays) are rejected as `too_deep`.
+    pub max_json_depth: usize,
+    /// Reps tracked per partition; events of further reps count for `other`.
+    pub max_reps: usize,
+    /// Teams tracked per partition; further teams count as `other`.
+    pub max_teams: usize,
+    /// Leads, deals, meetings and accounts held per partition; an event
+    /// about a further one is rejected as `over_limit`.
+    pub max_entities: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -328,6 +339,9 @@ pub struct EngineConfig {
     pub teams: BTreeMap<String, String>,
     pub clock: ClockMode,
     pub max_clock_skew: i64,
+    pub max_reps: usize,
+    pub max_teams: usize,
+    pub max_entities: usize,
     pub parse: ParseOptions,
     /// The CRM adapters' maps.
     pub crm: std::sync::Arc<CrmConfig>,
@@ -443,6 +457,7 @@ impl std::fmt::Debug for WebhookSettings {
 pub struct HttpLimits {
     pub max_concurrent_requests: usize,
     pub max_request_bytes: usize,
+    pub max_api_results: usize,
 }
 
 /// What a protected endpoint requires. Its `Debug` never shows the secret.
@@ -747,6 +762,22 @@ impl Settings {
         if raw.limits.max_message_bytes < 64 {
             return Err(invalid("limits.max_message_bytes", "must be at least 64"));
         }
+        if !(2..=128).contains(&raw.limits.max_json_depth) {
+            return Err(invalid(
+                "limits.max_json_depth",
+                "must be 2 to 128 (serde_json's own limit)",
+            ));
+        }
+        for (key, v) in [
+            ("limits.max_reps", raw.limits.max_reps),
+            ("limits.max_teams", raw.limits.max_teams),
+            ("limits.max_entities", raw.limits.max_entities),
+            ("http.max_api_results", raw.http.max_api_results),
+        ] {
+            if v == 0 {
+                return Err(invalid(key, "must be at least 1"));
+            }
+        }
         let max_clock_skew = parse_duration(&raw.limits.max_clock_skew)
             .map_err(|p| invalid("limits.max_clock_skew", p))?;
         let mut teams = raw.teams.clone();
@@ -914,6 +945,7 @@ impl Settings {
             http_limits: HttpLimits {
                 max_concurrent_requests: raw.http.max_concurrent_requests,
                 max_request_bytes: raw.http.max_request_bytes,
+                max_api_results: raw.http.max_api_results,
             },
             metrics_auth: credential(
                 "metrics",
@@ -951,8 +983,12 @@ impl Settings {
                 teams,
                 clock,
                 max_clock_skew,
+                max_reps: raw.limits.max_reps,
+                max_teams: raw.limits.max_teams,
+                max_entities: raw.limits.max_entities,
                 parse: ParseOptions {
                     max_message_bytes: raw.limits.max_message_bytes,
+                    max_json_depth: raw.limits.max_json_depth,
                     rates: Rates::new(&base, table),
                 },
                 crm,

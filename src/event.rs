@@ -39,10 +39,12 @@ pub enum RejectReason {
     UnknownCurrency,
     FutureTimestamp,
     Unmappable,
+    TooDeep,
+    OverLimit,
 }
 
 impl RejectReason {
-    pub const ALL: [RejectReason; 11] = [
+    pub const ALL: [RejectReason; 13] = [
         RejectReason::TooLarge,
         RejectReason::NotUtf8,
         RejectReason::InvalidJson,
@@ -54,6 +56,8 @@ impl RejectReason {
         RejectReason::UnknownCurrency,
         RejectReason::FutureTimestamp,
         RejectReason::Unmappable,
+        RejectReason::TooDeep,
+        RejectReason::OverLimit,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -69,6 +73,8 @@ impl RejectReason {
             RejectReason::UnknownCurrency => "unknown_currency",
             RejectReason::FutureTimestamp => "future_timestamp",
             RejectReason::Unmappable => "unmappable",
+            RejectReason::TooDeep => "too_deep",
+            RejectReason::OverLimit => "over_limit",
         }
     }
 }
@@ -266,6 +272,8 @@ pub enum Parsed<'a> {
 #[derive(Debug, Clone)]
 pub struct ParseOptions {
     pub max_message_bytes: usize,
+    /// Deepest nesting of objects and arrays accepted.
+    pub max_json_depth: usize,
     pub rates: Rates,
 }
 
@@ -304,6 +312,7 @@ pub fn parse_envelope<'a>(bytes: &'a [u8], opts: &ParseOptions) -> Result<Envelo
             format!("invalid utf-8 at byte {}", e.valid_up_to()),
         )
     })?;
+    check_depth(bytes, opts.max_json_depth)?;
     let first = text.bytes().find(|b| !b.is_ascii_whitespace());
     if first != Some(b'{') {
         return Err(match serde_json::from_str::<IgnoredAny>(text) {
@@ -541,6 +550,43 @@ fn timestamp(v: &Val<'_>, field: &str) -> R<i64> {
         }),
         _ => Err(wrong_type(field, "an rfc 3339 timestamp string")),
     }
+}
+
+/// Rejects JSON nested deeper than `max` (objects and arrays, outside
+/// strings). Costs one counting pass for the usual flat message: only one
+/// with more than `max` opening brackets is walked.
+pub fn check_depth(bytes: &[u8], max: usize) -> Result<(), Rejection> {
+    let opening = bytes.iter().filter(|&&b| b == b'{' || b == b'[').count();
+    if opening <= max {
+        return Ok(());
+    }
+    let (mut depth, mut in_str, mut escaped) = (0usize, false, false);
+    for &b in bytes {
+        if in_str {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_str = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_str = true,
+            b'{' | b'[' => {
+                depth += 1;
+                if depth > max {
+                    return Err(Rejection::new(
+                        RejectReason::TooDeep,
+                        format!("nested deeper than limits.max_json_depth ({max})"),
+                    ));
+                }
+            }
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 /// RFC 3339 with an offset, to microseconds since the epoch.
@@ -812,6 +858,7 @@ mod tests {
     fn opts() -> ParseOptions {
         ParseOptions {
             max_message_bytes: 1024,
+            max_json_depth: 32,
             rates: Rates::default_table(),
         }
     }

@@ -250,6 +250,17 @@ async fn kpis(State(s): State<AppState>, Query(q): Query<HashMap<String, String>
         Ok(c) => c,
         Err(r) => return r,
     };
+    let cost = kpi::result_count(&s.layout, &copy.view, &filter);
+    if cost > s.limits.max_api_results {
+        return error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!(
+                "this query would return {cost} results, more than http.max_api_results ({}); \
+                 filter by scope, id or window",
+                s.limits.max_api_results
+            ),
+        );
+    }
     let mut doc = kpi::document(&s.layout, &copy.view, &filter);
     if filter.id.is_some() && doc["results"].as_array().is_some_and(Vec::is_empty) {
         return error(

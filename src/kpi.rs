@@ -296,6 +296,34 @@ pub fn window_kpis(layout: &Layout, t: &Totals, w: usize) -> Map<String, Value> 
 
 /// Builds the JSON document of kpis.md for the scopes and windows that pass
 /// `filter`, ordered by scope, id, then window as configured.
+/// How many results [`document`] would hold for `filter`, without summing
+/// anything: what an API query costs.
+pub fn result_count(layout: &Layout, view: &View, filter: &Filter) -> usize {
+    let mut ids = std::collections::BTreeSet::new();
+    ids.insert((Scope::Org, ORG_ID));
+    for row in &view.rows {
+        if let Some(rep) = &row.rep {
+            ids.insert((Scope::Rep, rep.as_str()));
+        }
+        if let Some(team) = &row.team {
+            ids.insert((Scope::Team, team.as_str()));
+        }
+    }
+    let scopes = ids
+        .iter()
+        .filter(|(scope, id)| {
+            filter.scope.is_none_or(|s| s == *scope)
+                && filter.id.as_deref().is_none_or(|i| i == *id)
+        })
+        .count();
+    let windows = layout
+        .windows
+        .iter()
+        .filter(|w| filter.window.as_ref().is_none_or(|f| f == *w))
+        .count();
+    scopes * windows
+}
+
 pub fn document(layout: &Layout, view: &View, filter: &Filter) -> Value {
     let mut results = Vec::new();
     for ((scope, id), t) in totals(view) {

@@ -156,14 +156,15 @@ impl Processor {
             each(&outcome);
             return;
         };
-        let max = self.engine.config().parse.max_message_bytes;
+        let parse = &self.engine.config().parse;
+        let (max, depth) = (parse.max_message_bytes, parse.max_json_depth);
         let adapted = if bytes.len() > max {
             Err(Rejection::new(
                 RejectReason::TooLarge,
                 "the payload is larger than limits.max_message_bytes",
             ))
         } else {
-            adapter.adapt(bytes, &self.engine)
+            adapter.adapt(bytes, depth, &self.engine)
         };
         let outcome = match adapted {
             Err(r) => Outcome::Rejected(r),
@@ -223,6 +224,10 @@ impl Processor {
             Ok(()) => Outcome::Applied,
             Err(Skip::Duplicate) => Outcome::Duplicate,
             Err(Skip::ClosedDeal) => Outcome::Ignored(IgnoreReason::ClosedDeal),
+            Err(Skip::OverLimit) => Outcome::Rejected(Rejection::new(
+                RejectReason::OverLimit,
+                "a new lead, deal, meeting or account past limits.max_entities",
+            )),
         }
     }
 }

@@ -1405,6 +1405,7 @@ mod tests {
     fn opts() -> ParseOptions {
         ParseOptions {
             max_message_bytes: 1 << 20,
+            max_json_depth: 32,
             rates: Rates::default_table(),
         }
     }

@@ -94,6 +94,17 @@ fn lock(m: &Mutex<Inner>) -> MutexGuard<'_, Inner> {
 impl ClientContext for Ctx {
     fn stats(&self, stats: Statistics) {
         let mut inner = lock(&self.inner);
+        let folded = inner.parts.iter().fold([0u64; 2], |acc, p| {
+            let f = p.processor.engine.folded();
+            [acc[0] + f[0], acc[1] + f[1]]
+        });
+        for (kind, n) in [("rep", folded[0]), ("team", folded[1])] {
+            inner
+                .metrics
+                .limit_folded
+                .get_or_create(&crate::telemetry::KindLabels { kind })
+                .set(n as i64);
+        }
         for part in &mut inner.parts {
             if let Some(p) = stats
                 .topics

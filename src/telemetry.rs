@@ -71,6 +71,7 @@ pub struct Metrics {
     pub output_messages: Family<ResultLabels, Counter>,
     pub http_rejected: Family<HttpRejectLabels, Counter>,
     pub webhook_requests: Family<WebhookLabels, Counter>,
+    pub limit_folded: Family<KindLabels, Gauge>,
 }
 
 impl Metrics {
@@ -96,6 +97,7 @@ impl Metrics {
             output_messages: Family::default(),
             http_rejected: Family::default(),
             webhook_requests: Family::default(),
+            limit_folded: Family::default(),
         };
         let r = registry.sub_registry_with_prefix("kpistream");
         r.register(
@@ -205,6 +207,12 @@ impl Metrics {
              missing_credentials, expired, bad_signature, replayed)",
             m.webhook_requests.clone(),
         );
+        r.register(
+            "limit_folded_events",
+            "Events whose rep (kind=rep) or team (kind=team) was counted as `other` \
+             because limits.max_reps / max_teams were reached, in the partitions held",
+            m.limit_folded.clone(),
+        );
         m
     }
 
@@ -256,6 +264,9 @@ impl Metrics {
                 endpoint,
                 reason: "unauthorized",
             });
+        }
+        for kind in ["rep", "team"] {
+            let _ = self.limit_folded.get_or_create(&KindLabels { kind });
         }
         for kind in ["assign", "revoke"] {
             let _ = self.rebalances.get_or_create(&KindLabels { kind });

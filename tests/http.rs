@@ -38,6 +38,7 @@ struct Options {
     api_auth: Option<Credential>,
     /// How long the stand-in ingest loop takes to answer a copy request.
     copy_delay: Duration,
+    max_api_results: usize,
 }
 
 impl Default for Options {
@@ -48,6 +49,7 @@ impl Default for Options {
             metrics_auth: None,
             api_auth: None,
             copy_delay: Duration::ZERO,
+            max_api_results: 100_000,
         }
     }
 }
@@ -101,6 +103,7 @@ fn serve_with(o: Options) -> Server {
         limits: HttpLimits {
             max_concurrent_requests: o.max_concurrent_requests,
             max_request_bytes: 1 << 20,
+            max_api_results: o.max_api_results,
         },
         metrics_auth: o.metrics_auth,
         api_auth: o.api_auth,
@@ -359,4 +362,26 @@ fn basic_credentials_are_standard_base64() {
     assert_eq!(base64(b"a"), "YQ==");
     assert_eq!(base64(b"ab"), "YWI=");
     assert_eq!(base64(b"abc"), "YWJj");
+}
+
+#[test]
+fn api_queries_past_the_result_limit_get_422() {
+    let s = serve_with(Options {
+        max_api_results: 20,
+        ..Options::default()
+    });
+    let (status, body) = get_json(s.port, "/api/v1/kpis");
+    assert_eq!(status, 422);
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("http.max_api_results (20)"),
+        "{body}"
+    );
+    let (status, body) = get_json(s.port, "/api/v1/kpis?scope=team&window=30d");
+    assert_eq!(status, 200);
+    assert!(!body["results"].as_array().unwrap().is_empty());
+    let (status, _) = get_json(s.port, "/api/v1/kpis?scope=org");
+    assert_eq!(status, 200, "7 results");
 }

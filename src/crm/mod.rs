@@ -206,7 +206,13 @@ pub struct Adapter {
 
 impl Adapter {
     /// Maps one native payload. For `canonical` this is never called.
-    pub fn adapt(&self, bytes: &[u8], known: &dyn Known) -> Result<Adapted, Rejection> {
+    pub fn adapt(
+        &self,
+        bytes: &[u8],
+        max_depth: usize,
+        known: &dyn Known,
+    ) -> Result<Adapted, Rejection> {
+        crate::event::check_depth(bytes, max_depth)?;
         let text = std::str::from_utf8(bytes)
             .map_err(|_| Rejection::new(RejectReason::NotUtf8, "the payload is not UTF-8"))?;
         let doc: Value = serde_json::from_str(text).map_err(|e| {

@@ -8,6 +8,7 @@
 pub mod parts;
 pub mod window;
 
+use std::borrow::Cow;
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 
@@ -31,13 +32,28 @@ pub enum Skip {
     Duplicate,
     /// It is about a deal that is already won or lost.
     ClosedDeal,
+    /// It would add a lead, deal, meeting or account while the partition
+    /// holds `limits.max_entities` of them.
+    OverLimit,
 }
 
-/// Interned rep and team names.
+/// Where reps and teams past `limits.max_reps` / `limits.max_teams` go.
+pub const OTHER: &str = "other";
+
+const REP: u8 = 1;
+const TEAM: u8 = 2;
+
+/// Interned rep and team names, each marked as a rep, a team or both once
+/// admitted as one (against `limits.max_reps` / `limits.max_teams`).
 #[derive(Debug, Clone, Default)]
 struct Names {
     ids: Map<Box<str>, u32>,
     names: Vec<Box<str>>,
+    kinds: Vec<u8>,
+    /// Names admitted as reps, as teams.
+    counts: [usize; 2],
+    /// Events whose rep, team was folded into `other`.
+    folded: [u64; 2],
 }
 
 impl Names {
@@ -47,8 +63,40 @@ impl Names {
         }
         let id = self.names.len() as u32;
         self.names.push(name.into());
+        self.kinds.push(0);
         self.ids.insert(name.into(), id);
         id
+    }
+
+    /// Marks `id` as a `kind` (counted), whatever the limit.
+    fn mark(&mut self, id: u32, kind: u8) {
+        let k = &mut self.kinds[id as usize];
+        if *k & kind == 0 {
+            *k |= kind;
+            self.counts[(kind >> 1) as usize] += 1;
+        }
+    }
+
+    /// The id of `name` as a `kind`: admitted while fewer than `max` names
+    /// are, else `other` (interned as `other`), counted as folded. A name
+    /// past the limit is not even interned, so a flood of ids costs nothing.
+    fn admit(&mut self, name: &str, kind: u8, max: usize, other: u32) -> u32 {
+        let slot = (kind >> 1) as usize;
+        match self.ids.get(name) {
+            Some(&id) if self.kinds[id as usize] & kind != 0 => id,
+            _ if self.counts[slot] >= max => {
+                self.folded[slot] += 1;
+                other
+            }
+            found => {
+                let id = match found {
+                    Some(&id) => id,
+                    None => self.intern(name),
+                };
+                self.mark(id, kind);
+                id
+            }
+        }
     }
 
     fn name(&self, id: u32) -> &str {
@@ -242,6 +290,8 @@ pub struct Engine {
     book: Book,
     teams: Map<u32, u32>,
     unassigned: u32,
+    /// `other`: where reps and teams past their limits are folded.
+    other: u32,
     stage_ids: Map<String, u8>,
     leads: Map<Key, Lead>,
     deals: Map<Key, Deal>,
@@ -288,6 +338,7 @@ impl Engine {
             n_gauges: gauge_count(cfg.stages.len()),
         };
         let unassigned = book.names.intern(UNASSIGNED);
+        let other = book.names.intern(OTHER);
         let teams = cfg
             .teams
             .iter()
@@ -306,6 +357,7 @@ impl Engine {
             book,
             teams,
             unassigned,
+            other,
             stage_ids,
             leads: Map::default(),
             deals: Map::default(),
@@ -396,6 +448,9 @@ impl Engine {
     /// As [`Engine::offer`], for an event whose [`id_key`] the caller has
     /// just found not to be a duplicate.
     pub fn offer_unseen(&mut self, ev: &Event<'_>, id: Key) -> Result<(), Skip> {
+        if self.entities() >= self.cfg.max_entities && self.names_new_entity(ev) {
+            return Err(Skip::OverLimit);
+        }
         if let Some(deal) = ev.body.deal() {
             if let Some(d) = self.deals.get(&key(deal)) {
                 if d.closed && d.last >= self.idle_since() {
@@ -422,6 +477,56 @@ impl Engine {
         Ok(())
     }
 
+    /// A rep named by an event, within `limits.max_reps`.
+    fn rep_id(&mut self, name: &str) -> u32 {
+        self.book
+            .names
+            .admit(name, REP, self.cfg.max_reps, self.other)
+    }
+
+    /// A team named by an event, within `limits.max_teams`.
+    fn team_id(&mut self, name: &str) -> u32 {
+        self.book
+            .names
+            .admit(name, TEAM, self.cfg.max_teams, self.other)
+    }
+
+    /// Events whose rep, and whose team, were folded into `other`.
+    pub fn folded(&self) -> [u64; 2] {
+        self.book.names.folded
+    }
+
+    /// Leads, deals, meetings and accounts held.
+    fn entities(&self) -> usize {
+        self.leads.len() + self.deals.len() + self.meetings.len() + self.accounts.len()
+    }
+
+    /// Whether the event names a lead, deal, meeting or account this
+    /// partition does not hold.
+    fn names_new_entity(&self, ev: &Event<'_>) -> bool {
+        let lead = |l: &Option<Cow<'_, str>>| {
+            l.as_deref()
+                .is_some_and(|l| !self.leads.contains_key(&key(l)))
+        };
+        match &ev.body {
+            Body::LeadCreated { lead: l } | Body::LeadConverted { lead: l } => {
+                !self.leads.contains_key(&key(l))
+            }
+            Body::CallLogged { lead: l, .. } | Body::EmailSent { lead: l } => lead(l),
+            Body::MeetingScheduled {
+                meeting, lead: l, ..
+            } => !self.meeting_known(meeting) || lead(l),
+            Body::MeetingRescheduled { meeting, .. }
+            | Body::MeetingHeld { meeting }
+            | Body::MeetingCanceled { meeting }
+            | Body::MeetingNoShow { meeting } => !self.meeting_known(meeting),
+            Body::SubscriptionStarted { account, .. }
+            | Body::SubscriptionChanged { account, .. }
+            | Body::SubscriptionCanceled { account } => !self.accounts.contains_key(&key(account)),
+            b => b.deal().is_some_and(|d| !self.deals.contains_key(&key(d))),
+        }
+    }
+
     fn team_of(&self, rep: u32) -> u32 {
         self.teams.get(&rep).copied().unwrap_or(self.unassigned)
     }
@@ -431,11 +536,11 @@ impl Engine {
     /// in the teams map, else unassigned.
     fn target(&mut self, ev: &Event<'_>, owner: Option<u32>) -> (u32, u32) {
         let rep = match &ev.rep {
-            Some(r) => self.book.names.intern(r),
+            Some(r) => self.rep_id(r),
             None => owner.unwrap_or(self.unassigned),
         };
         let team = match &ev.team {
-            Some(t) => self.book.names.intern(t),
+            Some(t) => self.team_id(t),
             None => self.team_of(rep),
         };
         (rep, self.book.agg(Some(rep), Some(team)))
@@ -750,7 +855,7 @@ impl Engine {
                 );
             }
             Body::SpendRecorded { amount, .. } => {
-                let team = ev.team.as_deref().map(|t| self.book.names.intern(t));
+                let team = ev.team.as_deref().map(|t| self.team_id(t));
                 let agg = self.book.agg(None, team);
                 self.book.add(agg, t, ACQUISITION_SPEND, *amount);
             }
@@ -819,7 +924,7 @@ impl Engine {
         if self.deals.contains_key(&k) && !self.is_stale_deal(k) {
             return k;
         }
-        let owner = ev.rep.as_deref().map(|r| self.book.names.intern(r));
+        let owner = ev.rep.as_deref().map(|r| self.rep_id(r));
         let (_, agg) = self.target(ev, None);
         self.deals.insert(
             k,
@@ -996,6 +1101,15 @@ impl Engine {
         }
         e.book.names = names;
         e.unassigned = e.book.names.intern(UNASSIGNED);
+        e.other = e.book.names.intern(OTHER);
+        for a in &state.aggs {
+            if let Some(r) = a.rep {
+                e.book.names.mark(r, REP);
+            }
+            if let Some(t) = a.team {
+                e.book.names.mark(t, TEAM);
+            }
+        }
         e.teams = e
             .cfg
             .teams
