@@ -185,6 +185,10 @@ pub struct RawHttp {
     pub api_auth: String,
     /// File holding the /api secret.
     pub api_secret_file: String,
+    /// PEM certificate chain and private key: HTTPS on the listener when
+    /// both are set.
+    pub tls_cert_file: String,
+    pub tls_key_file: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -406,6 +410,8 @@ pub struct Settings {
     pub kafka: KafkaSettings,
     pub snapshot: SnapshotSettings,
     pub http_listen: std::net::SocketAddr,
+    /// Certificate chain and key files: the listener speaks HTTPS.
+    pub http_tls: Option<(PathBuf, PathBuf)>,
     pub max_exported_reps: usize,
     pub http_limits: HttpLimits,
     /// Credentials required on /metrics (None: open).
@@ -919,6 +925,21 @@ impl Settings {
             },
         });
         let webhooks = webhooks(&raw.webhooks, &formats, secrets)?;
+        let http_tls = match (raw.http.tls_cert_file.trim(), raw.http.tls_key_file.trim()) {
+            ("", "") => None,
+            (cert, key) if !cert.is_empty() && !key.is_empty() => {
+                for (k, f) in [("http.tls_cert_file", cert), ("http.tls_key_file", key)] {
+                    std::fs::metadata(f).map_err(|e| invalid(k, format!("{f}: {e}")))?;
+                }
+                Some((PathBuf::from(cert), PathBuf::from(key)))
+            }
+            _ => {
+                return Err(invalid(
+                    "http.tls_cert_file",
+                    "HTTPS needs both http.tls_cert_file and http.tls_key_file",
+                ))
+            }
+        };
         let http_listen = raw.http.listen.parse().map_err(|_| {
             invalid(
                 "http.listen",
@@ -941,6 +962,7 @@ impl Settings {
                 keep: raw.snapshot.keep,
             },
             http_listen,
+            http_tls,
             max_exported_reps: raw.http.max_exported_reps,
             http_limits: HttpLimits {
                 max_concurrent_requests: raw.http.max_concurrent_requests,

@@ -1,7 +1,7 @@
 //! `kpistream run`: the ingest thread and the HTTP server, and their
 //! shutdown: stop fetching, snapshot and commit, then stop serving.
 
-use std::future::{Future, IntoFuture};
+use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Sender;
 use std::sync::Arc;
@@ -62,13 +62,19 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> anyh
         None => app,
     };
     let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                let _ = http_stopped.await;
-            })
-            .into_future(),
-    );
+    let tls = match &settings.http_tls {
+        Some((cert, key)) => Some(http::tls_config(cert, key).await.with_context(|| {
+            format!(
+                "http.tls_cert_file / http.tls_key_file: cannot load {} and {}",
+                cert.display(),
+                key.display()
+            )
+        })?),
+        None => None,
+    };
+    let server = tokio::spawn(http::serve(listener, app, tls, async move {
+        let _ = http_stopped.await;
+    }));
 
     let (done_tx, done_rx) = tokio::sync::oneshot::channel();
     let ingest_settings = settings.clone();
