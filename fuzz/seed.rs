@@ -6,8 +6,12 @@ use kpistream::config::EngineConfig;
 use kpistream::processor::Processor;
 
 fn main() {
-    let dir = std::env::args().nth(1).expect("usage: seed DIR GOLDEN_EVENTS");
-    let events = std::env::args().nth(2).expect("usage: seed DIR GOLDEN_EVENTS");
+    let dir = std::env::args()
+        .nth(1)
+        .expect("usage: seed DIR GOLDEN_EVENTS");
+    let events = std::env::args()
+        .nth(2)
+        .expect("usage: seed DIR GOLDEN_EVENTS");
     std::fs::create_dir_all(&dir).unwrap();
     let lines: Vec<Vec<u8>> = std::io::BufReader::new(std::fs::File::open(events).unwrap())
         .split(b'\n')

@@ -12,7 +12,7 @@ use std::io::BufReader;
 
 use serde_json::{json, Value};
 
-use common::{fixture, num};
+use common::{fixture, fixture_lines, num};
 use kpistream::config::{Overrides, Settings};
 use kpistream::crm::{Adapted, Adapter, Format};
 use kpistream::processor::{Outcome, Processor};
@@ -26,14 +26,6 @@ fn settings() -> Settings {
     .unwrap()
 }
 
-fn lines(name: &str) -> Vec<String> {
-    fs::read_to_string(fixture(name))
-        .unwrap()
-        .lines()
-        .map(str::to_owned)
-        .collect()
-}
-
 /// Maps every native line as the service does (the partition's engine
 /// answering what the adapter asks) and applies the events. Returns the
 /// events in order and one outcome label per event or unmapped payload.
@@ -45,7 +37,7 @@ fn mapped(format: Format, name: &str) -> (Vec<Value>, Vec<String>) {
     };
     let mut p = Processor::new(cfg);
     let (mut events, mut outcomes) = (Vec::new(), Vec::new());
-    for line in lines(name) {
+    for line in fixture_lines(name) {
         let label = |o: &Outcome| match o {
             Outcome::Ignored(r) => format!("ignored:{}", r.as_str()),
             Outcome::Rejected(r) => format!("rejected:{}", r.reason),
@@ -68,7 +60,7 @@ fn mapped(format: Format, name: &str) -> (Vec<Value>, Vec<String>) {
 
 fn check_events(format: Format, crm: &str) -> Vec<String> {
     let (events, outcomes) = mapped(format, &format!("crm/{crm}.ndjson"));
-    let want: Vec<Value> = lines(&format!("crm/{crm}.canonical.ndjson"))
+    let want: Vec<Value> = fixture_lines(&format!("crm/{crm}.canonical.ndjson"))
         .iter()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();

@@ -14,7 +14,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde_json::Value;
 
 use common::kafka::{http_request, outcomes_total, wait_until, Broker, Scratch, Service};
-use common::{assert_json_close, fixture, num};
+use common::{assert_json_close, fixture, fixture_lines, num};
 use kpistream::crm::signature::{hubspot_v3_signature, relay_signature};
 
 const HUBSPOT_SECRET: &str = "hubspot-app-client-secret";
@@ -27,14 +27,6 @@ fn now_ms() -> String {
         .unwrap()
         .as_millis()
         .to_string()
-}
-
-fn lines(name: &str) -> Vec<String> {
-    fs::read_to_string(fixture(name))
-        .unwrap()
-        .lines()
-        .map(str::to_owned)
-        .collect()
 }
 
 struct Crm<'a> {
@@ -142,7 +134,7 @@ fn crm_webhooks_reach_the_topics_and_the_kpis() {
     let crm = Crm { svc: &svc };
 
     // Refused: forged, tampered, expired, replayed, unauthenticated.
-    let body = &lines("crm/hubspot.ndjson")[0];
+    let body = &fixture_lines("crm/hubspot.ndjson")[0];
     let ts = now_ms();
     let sig = crm.hubspot_signature(body, &ts);
     let tampered = body.replace("12000", "99000");
@@ -173,13 +165,13 @@ fn crm_webhooks_reach_the_topics_and_the_kpis() {
     assert_eq!(crm.hubspot_signed(body, &ts, &sig), 200);
     assert_eq!(crm.hubspot_signed(body, &ts, &sig), 401);
     assert_eq!(webhook_count(&svc, "hubspot", "replayed"), 1.0);
-    for l in &lines("crm/hubspot.ndjson")[1..] {
+    for l in &fixture_lines("crm/hubspot.ndjson")[1..] {
         assert_eq!(crm.hubspot(l), 200, "{l}");
     }
-    for l in lines("crm/pipedrive.ndjson") {
+    for l in fixture_lines("crm/pipedrive.ndjson") {
         assert_eq!(crm.pipedrive_as(&l, PIPEDRIVE_AUTH), 200, "{l}");
     }
-    let sf = lines("crm/salesforce.ndjson");
+    let sf = fixture_lines("crm/salesforce.ndjson");
     for l in &sf[..sf.len() - 1] {
         assert_eq!(crm.salesforce(l), 200, "{l}");
     }

@@ -1,16 +1,10 @@
 //! Any bytes through the canonical parser, validation and the engine: an
 //! outcome, never a panic; the outcome counts add up.
 #![no_main]
-use kpistream::config::EngineConfig;
 use kpistream::processor::Processor;
 use libfuzzer_sys::fuzz_target;
-use std::sync::OnceLock;
-
-/// Loading the settings is slow (TOML); once per process.
-fn cfg() -> EngineConfig {
-    static CFG: OnceLock<EngineConfig> = OnceLock::new();
-    CFG.get_or_init(EngineConfig::on_event_clock).clone()
-}
+mod common;
+use common::cfg;
 
 fuzz_target!(|data: &[u8]| {
     let mut p = Processor::new(cfg());

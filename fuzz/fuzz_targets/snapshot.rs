@@ -2,15 +2,9 @@
 //! goes past them: a processor or an error, never a panic. The corpus
 //! starts from real snapshots (fuzz/run.sh makes them).
 #![no_main]
-use kpistream::config::EngineConfig;
 use libfuzzer_sys::fuzz_target;
-use std::sync::OnceLock;
-
-/// Loading the settings is slow (TOML); once per process.
-fn cfg() -> EngineConfig {
-    static CFG: OnceLock<EngineConfig> = OnceLock::new();
-    CFG.get_or_init(EngineConfig::on_event_clock).clone()
-}
+mod common;
+use common::cfg;
 
 fuzz_target!(|data: &[u8]| {
     let image = kpistream::snapshot::seal(data);

@@ -106,6 +106,23 @@ pub struct Signed<'a> {
     pub signature: Option<&'a str>,
 }
 
+/// Verifies a signed request: present, fresh, and equal to `sign(ts)`.
+fn verify(
+    req: &Signed<'_>,
+    now_ms: i64,
+    max_age_ms: i64,
+    sign: impl FnOnce(&str) -> String,
+) -> Result<(), Refusal> {
+    let signature = req.signature.ok_or(Refusal::Missing)?;
+    fresh(req.timestamp, now_ms, max_age_ms)?;
+    let want = sign(req.timestamp.unwrap_or_default());
+    if constant_time_eq(want.as_bytes(), signature.trim().as_bytes()) {
+        Ok(())
+    } else {
+        Err(Refusal::Mismatch)
+    }
+}
+
 /// Verifies a HubSpot v3 request.
 pub fn verify_hubspot(
     secret: &str,
@@ -113,20 +130,9 @@ pub fn verify_hubspot(
     now_ms: i64,
     max_age_ms: i64,
 ) -> Result<(), Refusal> {
-    let signature = req.signature.ok_or(Refusal::Missing)?;
-    fresh(req.timestamp, now_ms, max_age_ms)?;
-    let want = hubspot_v3_signature(
-        secret,
-        req.method,
-        req.uri,
-        req.body,
-        req.timestamp.unwrap_or_default(),
-    );
-    if constant_time_eq(want.as_bytes(), signature.trim().as_bytes()) {
-        Ok(())
-    } else {
-        Err(Refusal::Mismatch)
-    }
+    verify(req, now_ms, max_age_ms, |ts| {
+        hubspot_v3_signature(secret, req.method, req.uri, req.body, ts)
+    })
 }
 
 /// The relay signature kpistream expects in front of Salesforce.
@@ -142,14 +148,9 @@ pub fn verify_relay(
     now_ms: i64,
     max_age_ms: i64,
 ) -> Result<(), Refusal> {
-    let signature = req.signature.ok_or(Refusal::Missing)?;
-    fresh(req.timestamp, now_ms, max_age_ms)?;
-    let want = relay_signature(secret, req.body, req.timestamp.unwrap_or_default());
-    if constant_time_eq(want.as_bytes(), signature.trim().as_bytes()) {
-        Ok(())
-    } else {
-        Err(Refusal::Mismatch)
-    }
+    verify(req, now_ms, max_age_ms, |ts| {
+        relay_signature(secret, req.body, ts)
+    })
 }
 
 /// Verifies HTTP basic auth against `user:password` kept base64-encoded.

@@ -12,6 +12,16 @@ use kpistream::config::EngineConfig;
 use kpistream::kpi::{self, Filter, Layout};
 use kpistream::processor::{Outcome, Processor};
 
+/// The lines of a fixture file.
+#[allow(dead_code)]
+pub fn fixture_lines(name: &str) -> Vec<String> {
+    std::fs::read_to_string(fixture(name))
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
 pub fn fixture(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures")
