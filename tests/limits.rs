@@ -197,3 +197,46 @@ fn limits_are_validated() {
         assert!(err.contains(&name), "{err} should name {name}");
     }
 }
+
+/// Request bodies past `http.max_request_bytes` get 413 before any check or
+/// produce; within it, an unsigned webhook gets 401.
+#[test]
+fn webhook_bodies_past_the_request_limit_get_413() {
+    let settings = Settings::load_with_env(
+        None,
+        &Overrides::default(),
+        [
+            ("KPISTREAM__KAFKA__BROKERS", "127.0.0.1:9"),
+            ("KPISTREAM__KAFKA__FORMATS__CRM-EVENTS", "pipedrive"),
+            ("KPISTREAM__WEBHOOKS__PIPEDRIVE_TOPIC", "crm-events"),
+            ("KPISTREAM_PIPEDRIVE_SECRET", "u:p"),
+            ("KPISTREAM__HTTP__MAX_REQUEST_BYTES", "1024"),
+        ]
+        .map(|(k, v)| (k.to_owned(), v.to_owned())),
+    )
+    .unwrap();
+    let mut registry = prometheus_client::registry::Registry::default();
+    let metrics = std::sync::Arc::new(kpistream::telemetry::Metrics::new(&mut registry));
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let _guard = rt.enter();
+    let hooks = kpistream::webhook::Hooks::new(&settings, metrics)
+        .unwrap()
+        .unwrap();
+    let app = kpistream::webhook::router(hooks, settings.http_limits.max_request_bytes);
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let port = listener.local_addr().unwrap().port();
+    rt.spawn(async move { axum::serve(listener, app).await });
+    let post = |body: &[u8]| {
+        common::kafka::http_request(port, "POST", "/webhooks/pipedrive", &[], body)
+            .unwrap()
+            .0
+    };
+    assert_eq!(post(&vec![b' '; 2048]), 413);
+    assert_eq!(post(b"{}"), 401);
+}
