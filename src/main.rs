@@ -66,6 +66,9 @@ enum Command {
         /// Write the simulator's rep to team map to this file.
         #[arg(long)]
         teams_out: Option<PathBuf>,
+        /// Messages per second of event time (the spacing of occurred_at).
+        #[arg(long, default_value_t = 1.0)]
+        event_rate: f64,
     },
     /// The embedded default: an in-process mock Kafka cluster, a simulator
     /// producing live CRM events for three teams, and the full service on it.
@@ -115,12 +118,17 @@ fn main() -> anyhow::Result<()> {
             team_count,
             faults,
             teams_out,
+            event_rate,
         } => {
+            if !(event_rate.is_finite() && event_rate > 0.0) {
+                anyhow::bail!("--event-rate must be a positive number");
+            }
             let sim = Simulator::new(SimConfig {
                 seed,
                 reps,
                 teams: team_count,
                 faults,
+                events_per_second: event_rate,
                 ..SimConfig::default()
             });
             if let Some(path) = teams_out {
