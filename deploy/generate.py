@@ -231,6 +231,16 @@ ALERTS = [
      "0m", "warning", "kpistream {{ $labels.instance }} skipped corrupt snapshots",
      "{{ $value | humanize }} snapshots could not be read in the last hour and older ones were used.",
      "any fallback in 1h"),
+    ("KpistreamWebhookProduceFailing",
+     'sum by (instance, crm) (increase(kpistream_webhook_requests_total{result="produce_failed"}[15m])) > 0',
+     "0m", "warning", "{{ $labels.crm }} webhooks are answered 503 on {{ $labels.instance }}",
+     "{{ $value | humanize }} {{ $labels.crm }} webhook requests could not be stored in 15 minutes; the CRM retries them.",
+     "any produce failure in 15m"),
+    ("KpistreamWebhookRefused",
+     'sum by (instance, crm) (increase(kpistream_webhook_requests_total{result=~"missing_credentials|bad_signature|expired|replayed"}[15m])) > 10',
+     "0m", "warning", "{{ $labels.crm }} webhook requests are refused on {{ $labels.instance }}",
+     "{{ $value | humanize }} {{ $labels.crm }} webhook requests were refused (401) in 15 minutes.",
+     "more than 10 refusals in 15m"),
 ]
 
 
@@ -528,6 +538,15 @@ def alert_cases():
             [('kpistream_snapshot_restore_fallbacks_total{instance="k1"}', "0 1 1 1")],
             [('kpistream_snapshot_restore_fallbacks_total{instance="k1"}', "1 1 1 1")],
             'instance="k1"', "3m"),
+        "KpistreamWebhookProduceFailing": (
+            [('kpistream_webhook_requests_total{instance="k1",crm="hubspot",result="produce_failed"}', "0 0 1 2 2 2")],
+            [('kpistream_webhook_requests_total{instance="k1",crm="hubspot",result="produce_failed"}', "3x5")],
+            'instance="k1",crm="hubspot"', "4m"),
+        "KpistreamWebhookRefused": (
+            [('kpistream_webhook_requests_total{instance="k1",crm="pipedrive",result="bad_signature"}', "0 0 20 40 40 40")],
+            [('kpistream_webhook_requests_total{instance="k1",crm="pipedrive",result="bad_signature"}', "0 0 2 4 4 4"),
+             ('kpistream_webhook_requests_total{instance="k1",crm="pipedrive",result="accepted"}', "0 0 200 400 400 400")],
+            'instance="k1",crm="pipedrive"', "4m"),
     }
 
 
@@ -554,6 +573,7 @@ def firing_value(name):
         "KpistreamNoEventsApplied": "0", "KpistreamSnapshotStale": "15m 0s",
         "KpistreamSnapshotFailing": "2", "KpistreamDeadLetterRate": "9.091%",
         "KpistreamRestoreFallback": "1",
+        "KpistreamWebhookProduceFailing": "2", "KpistreamWebhookRefused": "40",
     }[name]
 
 
@@ -622,6 +642,8 @@ RUNBOOKS = {
     "KpistreamSnapshotStale": "Check `kpistream_snapshot_failures_total` and the logs for `snapshot failed` (disk full, permissions) or `snapshot postponed` (the dead-letter topic does not accept writes). Offsets are committed only as far as snapshots cover, so a restart would reprocess from the last snapshot: nothing is lost, but lag dashboards stop moving.",
     "KpistreamSnapshotFailing": "The logs name the error. Free or grow the snapshot volume, fix its permissions, or make the dead-letter topic writable; the partition keeps its older snapshot meanwhile.",
     "KpistreamDeadLetterRate": "Read the dead-letter topic: headers `kpistream.reason` and `kpistream.detail` say why each message was rejected. A new rejected reason after a deploy of a producer usually means a schema change: fix the producer, then replay the dead letters into the input topic.",
+    "KpistreamWebhookProduceFailing": "The receiver could not store CRM payloads (the broker did not acknowledge them within 10 s) and answered 503; the CRM retries, nothing is lost yet. Check the broker and `kpistream_kafka_errors_total`; CRMs give up after their own retry window (HubSpot: about three days).",
+    "KpistreamWebhookRefused": "Look at the `result` label: `bad_signature` or `missing_credentials` after a secret rotation means kpistream has the old secret (or HubSpot calls another URL than `webhooks.hubspot_url`); `expired` means a clock skew above `webhooks.max_age`; `replayed` or a flood from unknown addresses means someone plays requests against the endpoint: block them in front.",
     "KpistreamRestoreFallback": "A snapshot could not be read at a restart or rebalance (the log line names the file and why) and an older one was used: nothing was lost, the partition was reprocessed from the older offset. Look for disk or filesystem errors on the snapshot volume.",
 }
 
