@@ -556,7 +556,9 @@ fn timestamp(v: &Val<'_>, field: &str) -> R<i64> {
 /// strings). Costs one counting pass for the usual flat message: only one
 /// with more than `max` opening brackets is walked.
 pub fn check_depth(bytes: &[u8], max: usize) -> Result<(), Rejection> {
-    let opening = bytes.iter().filter(|&&b| b == b'{' || b == b'[').count();
+    // `[` is 0x5B and `{` 0x7B: one compare per byte finds both, and the
+    // count vectorizes.
+    let opening = bytes.iter().filter(|&&b| b | 0x20 == b'{').count();
     if opening <= max {
         return Ok(());
     }
