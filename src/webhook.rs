@@ -104,8 +104,9 @@ impl Hooks {
     }
 
     /// Produces the messages and answers once all are acknowledged.
-    /// `signature` (if any) is remembered only once they are, so that a
-    /// CRM may send exactly the same request again after a failure.
+    /// `signature` (if any) is checked against and added to the replay
+    /// guard first, and taken out again if the messages could not be
+    /// stored, so that a CRM may send exactly the same request again.
     async fn deliver(
         &self,
         crm: &'static str,
