@@ -4,7 +4,8 @@
 #
 # - tansu, a Kafka-protocol broker, built from crates.io with its sqlite
 #   storage (so that it survives a restart) into ~/.cache/kpistream-tools;
-# - promtool and prometheus, from Debian's `prometheus` package.
+# - promtool and prometheus, from Debian's `prometheus` package;
+# - openssl and curl, from Debian, if the machine lacks them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -20,6 +21,13 @@ if ! command -v promtool >/dev/null || ! command -v prometheus >/dev/null; then
   if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq prometheus >/dev/null
+fi
+
+if ! command -v openssl >/dev/null || ! command -v curl >/dev/null; then
+  echo "== installing openssl and curl (tests/tls.rs makes a certificate and calls HTTPS)"
+  if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq openssl curl >/dev/null
 fi
 
 echo "== formatting and lints"
