@@ -296,16 +296,7 @@ pub struct Envelope<'a> {
 
 /// Parses one message and validates its envelope.
 pub fn parse_envelope<'a>(bytes: &'a [u8], opts: &ParseOptions) -> Result<Envelope<'a>, Rejection> {
-    if bytes.len() > opts.max_message_bytes {
-        return Err(Rejection::new(
-            RejectReason::TooLarge,
-            format!(
-                "message of {} bytes exceeds the limit of {} bytes",
-                bytes.len(),
-                opts.max_message_bytes
-            ),
-        ));
-    }
+    check_size(bytes, opts.max_message_bytes)?;
     let text = std::str::from_utf8(bytes).map_err(|e| {
         Rejection::new(
             RejectReason::NotUtf8,
@@ -550,6 +541,20 @@ fn timestamp(v: &Val<'_>, field: &str) -> R<i64> {
         }),
         _ => Err(wrong_type(field, "an rfc 3339 timestamp string")),
     }
+}
+
+/// Rejects a message larger than `max` bytes.
+pub fn check_size(bytes: &[u8], max: usize) -> Result<(), Rejection> {
+    if bytes.len() > max {
+        return Err(Rejection::new(
+            RejectReason::TooLarge,
+            format!(
+                "message of {} bytes exceeds the limit of {max} bytes",
+                bytes.len()
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// Rejects JSON nested deeper than `max` (objects and arrays, outside

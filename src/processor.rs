@@ -11,7 +11,7 @@
 //! that maps to no event is one ignore.
 
 use crate::config::{ClockMode, EngineConfig};
-use crate::crm::{Adapted, Adapter};
+use crate::crm::{Adapted, Adapter, Format};
 use crate::engine::{Engine, Skip};
 use crate::event::{self, Parsed, RejectReason, Rejection};
 
@@ -132,7 +132,7 @@ impl Processor {
     }
 
     /// A processor restored from its engine and counts (canonical until
-    /// [`Processor::with_adapter`]).
+    /// [`Processor::with_format`]).
     pub fn from_parts(engine: Engine, counts: Counts) -> Self {
         Processor {
             engine,
@@ -141,9 +141,13 @@ impl Processor {
         }
     }
 
-    /// The processor of a topic in a CRM's format.
-    pub fn with_adapter(mut self, adapter: Option<Adapter>) -> Self {
-        self.adapter = adapter.filter(|a| a.format != crate::crm::Format::Canonical);
+    /// The processor of a topic in `format`, with the CRM maps of its own
+    /// configuration.
+    pub fn with_format(mut self, format: Format) -> Self {
+        self.adapter = (format != Format::Canonical).then(|| Adapter {
+            format,
+            config: self.engine.config().crm.clone(),
+        });
         self
     }
 
@@ -156,17 +160,7 @@ impl Processor {
             each(&outcome);
             return;
         };
-        let parse = &self.engine.config().parse;
-        let (max, depth) = (parse.max_message_bytes, parse.max_json_depth);
-        let adapted = if bytes.len() > max {
-            Err(Rejection::new(
-                RejectReason::TooLarge,
-                "the payload is larger than limits.max_message_bytes",
-            ))
-        } else {
-            adapter.adapt(bytes, depth, &self.engine)
-        };
-        let outcome = match adapted {
+        let outcome = match adapter.adapt(bytes, &self.engine.config().parse, &self.engine) {
             Err(r) => Outcome::Rejected(r),
             Ok(Adapted::UnknownKind) => Outcome::Ignored(IgnoreReason::UnknownType),
             Ok(Adapted::NothingToDo) => Outcome::Ignored(IgnoreReason::NoKpiChange),

@@ -4,7 +4,7 @@
 use std::io::BufRead;
 
 use crate::config::{ClockMode, EngineConfig};
-use crate::crm::{Adapter, Format};
+use crate::crm::Format;
 use crate::kpi::{self, Filter, Layout};
 use crate::processor::{Counts, Outcome, Processor};
 
@@ -26,11 +26,7 @@ pub fn replay_format(
 ) -> std::io::Result<(serde_json::Value, Counts)> {
     cfg.clock = ClockMode::Event;
     let layout = Layout::new(&cfg);
-    let adapter = Adapter {
-        format,
-        config: cfg.crm.clone(),
-    };
-    let mut p = Processor::new(cfg).with_adapter(Some(adapter));
+    let mut p = Processor::new(cfg).with_format(format);
     for_each_line(input, |line| {
         p.process_each(line, 0, |outcome| {
             if let Outcome::Rejected(r) = outcome {

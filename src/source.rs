@@ -266,10 +266,7 @@ impl Inner {
             warn!(path = %path.display(), %why, topic, partition, "snapshot unusable, falling back to an older one");
             self.metrics.restore_fallbacks.inc();
         }
-        let adapter = self.formats.get(topic).map(|&format| crate::crm::Adapter {
-            format,
-            config: self.cfg.crm.clone(),
-        });
+        let format = self.formats.get(topic).copied().unwrap_or_default();
         let (processor, next) = match loaded.restored {
             Some(r) => {
                 info!(
@@ -278,14 +275,14 @@ impl Inner {
                     offset = r.next_offset,
                     "partition restored from snapshot"
                 );
-                (r.processor.with_adapter(adapter), r.next_offset)
+                (r.processor.with_format(format), r.next_offset)
             }
             None => {
                 info!(
                     topic,
                     partition, "no snapshot: partition starts from the beginning"
                 );
-                (Processor::new(self.cfg.clone()).with_adapter(adapter), 0)
+                (Processor::new(self.cfg.clone()).with_format(format), 0)
             }
         };
         self.parts.push(Part {

@@ -43,7 +43,7 @@ fn mapped(format: Format, name: &str) -> (Vec<Value>, Vec<String>) {
             Outcome::Rejected(r) => format!("rejected:{}", r.reason),
             o => o.label().to_owned(),
         };
-        match adapter.adapt(line.as_bytes(), 32, &p.engine) {
+        match adapter.adapt(line.as_bytes(), &p.engine.config().parse, &p.engine) {
             Ok(Adapted::Events(evs)) => {
                 for ev in evs {
                     outcomes.push(label(&p.process(ev.to_string().as_bytes(), 0)));

@@ -3,7 +3,7 @@
 use std::sync::OnceLock;
 
 use kpistream::config::EngineConfig;
-use kpistream::crm::{Adapter, Format};
+use kpistream::crm::Format;
 use kpistream::processor::Processor;
 
 /// Loading the settings is slow (TOML); once per process.
@@ -16,12 +16,7 @@ pub fn cfg() -> EngineConfig {
 /// engine, as on a topic with that format: outcomes, never a panic.
 #[allow(dead_code)]
 pub fn adapter(format: Format, data: &[u8]) {
-    let cfg = cfg();
-    let adapter = Adapter {
-        format,
-        config: cfg.crm.clone(),
-    };
-    let mut p = Processor::new(cfg).with_adapter(Some(adapter));
+    let mut p = Processor::new(cfg()).with_format(format);
     let mut outcomes = 0u64;
     for line in data.split(|&b| b == b'\n') {
         p.process_each(line, 0, |_| outcomes += 1);

@@ -30,7 +30,7 @@ use std::str::FromStr;
 
 use serde_json::{Map, Value};
 
-use crate::event::{format_timestamp, RejectReason, Rejection};
+use crate::event::{format_timestamp, ParseOptions, RejectReason, Rejection};
 
 /// The payload format of an input topic.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -206,13 +206,15 @@ pub struct Adapter {
 
 impl Adapter {
     /// Maps one native payload. For `canonical` this is never called.
+    /// The limits of `opts` (size, depth) hold for native payloads too.
     pub fn adapt(
         &self,
         bytes: &[u8],
-        max_depth: usize,
+        opts: &ParseOptions,
         known: &dyn Known,
     ) -> Result<Adapted, Rejection> {
-        crate::event::check_depth(bytes, max_depth)?;
+        crate::event::check_size(bytes, opts.max_message_bytes)?;
+        crate::event::check_depth(bytes, opts.max_json_depth)?;
         let text = std::str::from_utf8(bytes)
             .map_err(|_| Rejection::new(RejectReason::NotUtf8, "the payload is not UTF-8"))?;
         let doc: Value = serde_json::from_str(text).map_err(|e| {
