@@ -5,9 +5,7 @@
 //! pseudonym; the same key gives the same pseudonym on every instance and
 //! after every restart, and without the key it cannot be turned back.
 
-use hmac::{Hmac, Mac};
-use sha2::Sha256;
-
+use crate::crm::signature::{hex, hmac_sha256};
 use crate::engine::UNASSIGNED;
 
 /// The pseudonym function. Its `Debug` never shows the key.
@@ -32,15 +30,8 @@ impl Pseudonyms {
         if rep == UNASSIGNED {
             return rep.to_owned();
         }
-        let mut mac = Hmac::<Sha256>::new_from_slice(&self.key).expect("HMAC takes any key length");
-        mac.update(rep.as_bytes());
-        let digest = mac.finalize().into_bytes();
-        let mut out = String::with_capacity(16);
-        out.push_str("rep-");
-        for b in &digest[..6] {
-            out.push_str(&format!("{b:02x}"));
-        }
-        out
+        let digest = hmac_sha256(&self.key, &[rep.as_bytes()]);
+        format!("rep-{}", hex(&digest[..6]))
     }
 }
 

@@ -28,6 +28,7 @@ use serde_json::{json, Value};
 use tracing::warn;
 
 use crate::config::{Settings, WebhookSettings};
+use crate::crm::id_text;
 use crate::crm::signature::{self, Refusal, ReplayGuard, Signed};
 use crate::telemetry::{Metrics, WebhookLabels};
 
@@ -162,15 +163,6 @@ impl Hooks {
     }
 }
 
-/// A JSON value's id as a message key.
-fn key_of(v: Option<&Value>) -> Option<String> {
-    match v? {
-        Value::String(s) if !s.is_empty() => Some(s.clone()),
-        Value::Number(n) => Some(n.to_string()),
-        _ => None,
-    }
-}
-
 async fn hubspot(
     State(h): State<Arc<Hooks>>,
     method: Method,
@@ -203,7 +195,7 @@ async fn hubspot(
             .iter()
             .map(|n| {
                 let bytes = serde_json::to_vec(n).expect("a JSON value serializes");
-                (key_of(n.get("objectId")), bytes)
+                (id_text(n.get("objectId")), bytes)
             })
             .collect(),
         _ => vec![(None, body.to_vec())],
@@ -217,7 +209,7 @@ async fn pipedrive(State(h): State<Arc<Hooks>>, headers: HeaderMap, body: Bytes)
         return h.refuse("pipedrive", why);
     }
     let key = serde_json::from_slice::<Value>(&body).ok().and_then(|doc| {
-        key_of(doc.pointer("/meta/entity_id")).or_else(|| key_of(doc.pointer("/data/id")))
+        id_text(doc.pointer("/meta/entity_id")).or_else(|| id_text(doc.pointer("/data/id")))
     });
     h.deliver("pipedrive", topic, None, vec![(key, body.to_vec())])
         .await
@@ -242,7 +234,7 @@ async fn salesforce(State(h): State<Arc<Hooks>>, headers: HeaderMap, body: Bytes
         let header = doc
             .pointer("/ChangeEventHeader")
             .or_else(|| doc.pointer("/data/payload/ChangeEventHeader"))?;
-        key_of(header.pointer("/recordIds/0"))
+        id_text(header.pointer("/recordIds/0"))
     });
     let sig = secret.as_ref().and(sig);
     h.deliver("salesforce", topic, sig, vec![(key, body.to_vec())])

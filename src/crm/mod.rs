@@ -285,7 +285,7 @@ pub(crate) fn unmappable(detail: impl Into<String>) -> Rejection {
 }
 
 /// An id that may be a JSON string or integer, as text.
-pub(crate) fn id_text(v: Option<&Value>) -> Option<String> {
+pub fn id_text(v: Option<&Value>) -> Option<String> {
     match v? {
         Value::String(s) if !s.is_empty() => Some(s.clone()),
         Value::Number(n) => Some(n.to_string()),
