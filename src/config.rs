@@ -93,20 +93,11 @@ pub struct RawMapping {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawSalesforceObjects {
-    pub subscription_object: String,
-    pub mrr_field: String,
-    pub account_field: String,
-    pub meeting_status_field: String,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct RawCrm {
     pub hubspot: RawMapping,
     pub pipedrive: RawMapping,
     pub salesforce: RawMapping,
-    pub salesforce_objects: RawSalesforceObjects,
+    pub salesforce_objects: SalesforceObjects,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -518,14 +509,17 @@ fn credential(
     Ok(Some(if auth == "bearer" {
         Credential::Bearer(secret)
     } else {
-        if !secret.contains(':') {
-            return Err(invalid(
-                format!("http.{key}_secret_file"),
-                "basic auth needs `user:password`",
-            ));
-        }
-        Credential::Basic(base64(secret.as_bytes()))
+        Credential::Basic(basic(&format!("http.{key}_secret_file"), &secret)?)
     }))
+}
+
+/// HTTP basic credentials, kept base64-encoded: the secret must be
+/// `user:password`.
+fn basic(setting: &str, secret: &str) -> Result<String, ConfigError> {
+    if !secret.contains(':') {
+        return Err(invalid(setting, "basic auth needs `user:password`"));
+    }
+    Ok(base64(secret.as_bytes()))
 }
 
 /// Reads the secret of `SECTION.KEY_secret_file`: from that file, else from
@@ -917,12 +911,7 @@ impl Settings {
             hubspot: mapping("crm.hubspot", &raw.crm.hubspot)?,
             pipedrive: mapping("crm.pipedrive", &raw.crm.pipedrive)?,
             salesforce: mapping("crm.salesforce", &raw.crm.salesforce)?,
-            salesforce_objects: SalesforceObjects {
-                subscription_object: raw.crm.salesforce_objects.subscription_object.clone(),
-                mrr_field: raw.crm.salesforce_objects.mrr_field.clone(),
-                account_field: raw.crm.salesforce_objects.account_field.clone(),
-                meeting_status_field: raw.crm.salesforce_objects.meeting_status_field.clone(),
-            },
+            salesforce_objects: raw.crm.salesforce_objects.clone(),
         });
         let webhooks = webhooks(&raw.webhooks, &formats, secrets)?;
         let http_tls = match (raw.http.tls_cert_file.trim(), raw.http.tls_key_file.trim()) {
@@ -1118,13 +1107,7 @@ fn webhooks(
                 &raw.pipedrive_secret_file,
                 secrets,
             )?;
-            if !secret.contains(':') {
-                return Err(invalid(
-                    "webhooks.pipedrive_secret_file",
-                    "basic auth needs `user:password`",
-                ));
-            }
-            Some((topic, base64(secret.as_bytes())))
+            Some((topic, basic("webhooks.pipedrive_secret_file", &secret)?))
         }
     };
     let salesforce = match route("salesforce", &raw.salesforce_topic, Format::SalesforceCdc)? {

@@ -132,8 +132,10 @@ impl Mapping {
     }
 }
 
-/// Salesforce objects and fields beyond the standard ones.
-#[derive(Debug, Clone, PartialEq)]
+/// Salesforce objects and fields beyond the standard ones, as configured
+/// (`[crm.salesforce_objects]`).
+#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct SalesforceObjects {
     /// The object whose MRR field drives subscriptions (`Account`, or a
     /// custom subscription object).
