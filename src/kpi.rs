@@ -7,7 +7,7 @@ use serde_json::{json, Map, Value};
 
 use crate::config::{Calendar, EngineConfig, SECOND};
 use crate::engine::parts::*;
-use crate::engine::View;
+use crate::engine::{Row, View};
 use crate::event::format_timestamp;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -75,20 +75,20 @@ pub fn totals(view: &View) -> BTreeMap<(Scope, String), Totals> {
         gauges: vec![0; first.gauges.len()],
     };
     for row in &view.rows {
-        let mut scopes = vec![(Scope::Org, ORG_ID.to_owned())];
-        if let Some(rep) = &row.rep {
-            scopes.push((Scope::Rep, rep.clone()));
-        }
-        if let Some(team) = &row.team {
-            scopes.push((Scope::Team, team.clone()));
-        }
-        for s in scopes {
-            out.entry(s)
+        for (scope, id) in row_scopes(row) {
+            out.entry((scope, id.to_owned()))
                 .or_insert_with(|| empty.clone())
                 .add(&row.parts, &row.gauges);
         }
     }
     out
+}
+
+/// The scopes a row counts in: the org, its rep and its team.
+fn row_scopes(row: &Row) -> impl Iterator<Item = (Scope, &str)> {
+    std::iter::once((Scope::Org, ORG_ID))
+        .chain(row.rep.as_deref().map(|r| (Scope::Rep, r)))
+        .chain(row.team.as_deref().map(|t| (Scope::Team, t)))
 }
 
 /// Query filters of the JSON API; `None` means all.
@@ -299,16 +299,7 @@ pub fn window_kpis(layout: &Layout, t: &Totals, w: usize) -> Map<String, Value> 
 /// How many results [`document`] would hold for `filter`, without summing
 /// anything: what an API query costs.
 pub fn result_count(layout: &Layout, view: &View, filter: &Filter) -> usize {
-    let mut ids = std::collections::BTreeSet::new();
-    ids.insert((Scope::Org, ORG_ID));
-    for row in &view.rows {
-        if let Some(rep) = &row.rep {
-            ids.insert((Scope::Rep, rep.as_str()));
-        }
-        if let Some(team) = &row.team {
-            ids.insert((Scope::Team, team.as_str()));
-        }
-    }
+    let ids: std::collections::BTreeSet<_> = view.rows.iter().flat_map(row_scopes).collect();
     let scopes = ids
         .iter()
         .filter(|(scope, id)| {
