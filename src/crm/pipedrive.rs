@@ -192,35 +192,28 @@ impl Ctx<'_> {
         match a.get("type").and_then(Value::as_str) {
             Some("call") if became_done => {
                 let rep = self.owner(a).ok_or_else(|| missing("data.owner_id"))?;
-                out.push(
-                    // Once per call: marking it done again is a duplicate.
-                    Canonical::new(
-                        format!("pipedrive:call:{id}"),
-                        "call.logged",
-                        self.at,
-                        SOURCE,
-                    )
-                    .set("call_id", id)
-                    .set("rep_id", rep)
-                    .set("duration_seconds", duration(a.get("duration"))?)
-                    .set_opt("deal_id", id_text(a.get("deal_id")))
-                    .set_opt("lead_id", id_text(a.get("lead_id")))
-                    .done(),
-                );
+                // Once per call: marking it done again is a duplicate.
+                let call = Canonical::new(
+                    format!("pipedrive:call:{id}"),
+                    "call.logged",
+                    self.at,
+                    SOURCE,
+                )
+                .set("call_id", id)
+                .set("rep_id", rep)
+                .set("duration_seconds", duration(a.get("duration"))?);
+                out.push(links(call, a).done());
             }
             Some("meeting") => {
                 let due = due(a)?;
                 if action == Action::Create {
                     let rep = self.owner(a).ok_or_else(|| missing("data.owner_id"))?;
-                    out.push(
-                        self.event("scheduled", "meeting.scheduled")
-                            .set("meeting_id", id.clone())
-                            .set("rep_id", rep)
-                            .set("scheduled_for", due)
-                            .set_opt("deal_id", id_text(a.get("deal_id")))
-                            .set_opt("lead_id", id_text(a.get("lead_id")))
-                            .done(),
-                    );
+                    let booked = self
+                        .event("scheduled", "meeting.scheduled")
+                        .set("meeting_id", id.clone())
+                        .set("rep_id", rep)
+                        .set("scheduled_for", due);
+                    out.push(links(booked, a).done());
                 } else if !done && (self.changed("due_date") || self.changed("due_time")) {
                     out.push(
                         self.event("rescheduled", "meeting.rescheduled")
@@ -254,6 +247,12 @@ impl Ctx<'_> {
     }
 }
 
+/// `ev` with the deal and lead `activity` is linked to.
+fn links(ev: Canonical, activity: &Value) -> Canonical {
+    ev.set_opt("deal_id", id_text(activity.get("deal_id")))
+        .set_opt("lead_id", id_text(activity.get("lead_id")))
+}
+
 /// `due_date` (YYYY-MM-DD) and `due_time` (HH:MM, empty for all day), UTC.
 fn due(a: &Value) -> Result<String, Rejection> {
     let date = a
@@ -266,12 +265,8 @@ fn due(a: &Value) -> Result<String, Rejection> {
         .and_then(Value::as_str)
         .filter(|t| !t.is_empty())
         .unwrap_or("00:00");
-    let text = format!("{date}T{time}:00Z");
-    let text = if time.len() == 8 {
-        format!("{date}T{time}Z")
-    } else {
-        text
-    };
+    let seconds = if time.len() == 8 { "" } else { ":00" };
+    let text = format!("{date}T{time}{seconds}Z");
     let t = timestamp(&Value::from(text), "data.due_date and data.due_time")?;
     Ok(format_timestamp(t))
 }

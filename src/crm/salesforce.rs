@@ -159,6 +159,19 @@ impl Ctx<'_> {
         Canonical::new(id, kind, self.at, SOURCE)
     }
 
+    /// The lead (`WhoId`, a `00Q…` id) and opportunity (`WhatId`, a `006…`
+    /// id) an activity is linked to.
+    fn links(&self, ev: Canonical) -> Canonical {
+        ev.set_opt(
+            "lead_id",
+            self.text("WhoId").filter(|w| w.starts_with("00Q")),
+        )
+        .set_opt(
+            "deal_id",
+            self.text("WhatId").filter(|w| w.starts_with("006")),
+        )
+    }
+
     fn opportunity(
         &self,
         record: &str,
@@ -231,14 +244,11 @@ impl Ctx<'_> {
             _ => return Ok(()),
         };
         let rep = self.owner.clone().ok_or_else(|| missing("OwnerId"))?;
-        let who = self.text("WhoId").filter(|w| w.starts_with("00Q"));
-        let what = self.text("WhatId").filter(|w| w.starts_with("006"));
-        let mut ev = self
-            .event(id("task"), kind)
-            .set(field, record)
-            .set("rep_id", rep)
-            .set_opt("lead_id", who)
-            .set_opt("deal_id", what);
+        let mut ev = self.links(
+            self.event(id("task"), kind)
+                .set(field, record)
+                .set("rep_id", rep),
+        );
         if kind == "call.logged" {
             let seconds = amount(
                 self.ev.get("CallDurationInSeconds"),
@@ -275,16 +285,10 @@ impl Ctx<'_> {
             let start = format_timestamp(timestamp(start, "StartDateTime")?);
             let ev = if self.create {
                 let rep = self.owner.clone().ok_or_else(|| missing("OwnerId"))?;
-                self.event(id("scheduled"), "meeting.scheduled")
-                    .set("rep_id", rep)
-                    .set_opt(
-                        "lead_id",
-                        self.text("WhoId").filter(|w| w.starts_with("00Q")),
-                    )
-                    .set_opt(
-                        "deal_id",
-                        self.text("WhatId").filter(|w| w.starts_with("006")),
-                    )
+                self.links(
+                    self.event(id("scheduled"), "meeting.scheduled")
+                        .set("rep_id", rep),
+                )
             } else {
                 self.event(id("rescheduled"), "meeting.rescheduled")
             };
