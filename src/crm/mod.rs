@@ -329,8 +329,8 @@ pub(crate) fn timestamp(v: &Value, what: &str) -> Result<i64, Rejection> {
 }
 
 fn text_timestamp(s: &str) -> Option<i64> {
-    if let Ok(dt) = chrono::DateTime::parse_from_rfc3339(s) {
-        return Some(dt.timestamp_micros());
+    if let Some(t) = crate::event::parse_timestamp(s) {
+        return Some(t);
     }
     // Salesforce writes +0000 offsets.
     if let Ok(dt) = chrono::DateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S%.f%z") {
