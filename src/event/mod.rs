@@ -12,10 +12,12 @@
 use std::borrow::Cow;
 use std::fmt;
 
-use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
-use serde::Deserialize;
+use serde::de::IgnoredAny;
 
 use crate::config::Rates;
+use json::{Field, Fields, Tok};
+
+mod json;
 
 /// One micro-unit: amounts and durations are stored as integers of 1e-6.
 pub const MICRO: f64 = 1_000_000.0;
@@ -291,7 +293,7 @@ pub struct Envelope<'a> {
     pub id: Cow<'a, str>,
     pub at: i64,
     kind: Cow<'a, str>,
-    raw: Raw<'a>,
+    fields: Fields<'a>,
 }
 
 /// Parses one message and validates its envelope.
@@ -303,29 +305,37 @@ pub fn parse_envelope<'a>(bytes: &'a [u8], opts: &ParseOptions) -> Result<Envelo
             format!("invalid utf-8 at byte {}", e.valid_up_to()),
         )
     })?;
-    check_depth(bytes, opts.max_json_depth)?;
     let first = text.bytes().find(|b| !b.is_ascii_whitespace());
     if first != Some(b'{') {
+        check_depth(bytes, opts.max_json_depth)?;
         return Err(match serde_json::from_str::<IgnoredAny>(text) {
             Ok(_) => Rejection::new(RejectReason::NotObject, "message is not a json object"),
             Err(e) => json_error(&e),
         });
     }
-    let mut raw: Raw<'a> = serde_json::from_str(text).map_err(|e| json_error(&e))?;
-    let id = req_str(std::mem::take(&mut raw.id), "id", ID_LEN)?;
-    let kind = match std::mem::take(&mut raw.kind) {
-        Val::Absent | Val::Null => return Err(missing("type")),
-        Val::Str(s) => s,
+    let mut fields = json::scan(text, opts.max_json_depth).map_err(|stop| match stop {
+        json::Stop::Invalid(at) => invalid_json(text, at),
+        json::Stop::TooDeep => too_deep(opts.max_json_depth),
+    })?;
+    let id = req_str(fields.take(Field::Id), "id", ID_LEN)?;
+    let kind = match fields.take(Field::Type) {
+        Tok::Absent | Tok::Null => return Err(missing("type")),
+        Tok::Str { raw, escaped } => Tok::text(raw, escaped),
         _ => return Err(wrong_type("type", "a string")),
     };
-    let at = timestamp(&raw.occurred_at, "occurred_at")?;
-    Ok(Envelope { id, at, kind, raw })
+    let at = timestamp(fields.get(Field::OccurredAt), "occurred_at")?;
+    Ok(Envelope {
+        id,
+        at,
+        kind,
+        fields,
+    })
 }
 
 impl<'a> Envelope<'a> {
     /// Validates the type-specific fields.
     pub fn validate(self, opts: &ParseOptions) -> Result<Parsed<'a>, Rejection> {
-        self.raw.validate(self.id, self.kind, self.at, opts)
+        validate(self.fields, self.id, self.kind, self.at, opts)
     }
 }
 
@@ -336,123 +346,16 @@ fn json_error(e: &serde_json::Error) -> Rejection {
     )
 }
 
-/// A JSON value as it came, so that validation can tell a missing field from
-/// one of the wrong type, and borrow strings without copying them.
-#[derive(Debug, Default, Clone, PartialEq)]
-enum Val<'a> {
-    #[default]
-    Absent,
-    Null,
-    Str(Cow<'a, str>),
-    Int(i64),
-    Float(f64),
-    Other,
-}
-
-impl<'de: 'a, 'a> Deserialize<'de> for Val<'a> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V<'a>(std::marker::PhantomData<&'a ()>);
-        impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
-            type Value = Val<'a>;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("any json value")
-            }
-            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Val<'a>, E> {
-                Ok(Val::Str(Cow::Borrowed(v)))
-            }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<Val<'a>, E> {
-                Ok(Val::Str(Cow::Owned(v.to_owned())))
-            }
-            fn visit_string<E: de::Error>(self, v: String) -> Result<Val<'a>, E> {
-                Ok(Val::Str(Cow::Owned(v)))
-            }
-            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Val<'a>, E> {
-                Ok(Val::Int(v))
-            }
-            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Val<'a>, E> {
-                Ok(i64::try_from(v).map_or(Val::Float(v as f64), Val::Int))
-            }
-            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Val<'a>, E> {
-                Ok(Val::Float(v))
-            }
-            fn visit_bool<E: de::Error>(self, _: bool) -> Result<Val<'a>, E> {
-                Ok(Val::Other)
-            }
-            fn visit_unit<E: de::Error>(self) -> Result<Val<'a>, E> {
-                Ok(Val::Null)
-            }
-            fn visit_none<E: de::Error>(self) -> Result<Val<'a>, E> {
-                Ok(Val::Null)
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Val<'a>, A::Error> {
-                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
-                Ok(Val::Other)
-            }
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Val<'a>, A::Error> {
-                while seq.next_element::<IgnoredAny>()?.is_some() {}
-                Ok(Val::Other)
-            }
-        }
-        d.deserialize_any(V(std::marker::PhantomData))
-    }
-}
-
-/// Every field of every type; unknown fields are skipped by serde.
-#[derive(Debug, Default, Deserialize)]
-#[serde(default)]
-struct Raw<'a> {
-    #[serde(borrow)]
-    id: Val<'a>,
-    #[serde(borrow, rename = "type")]
-    kind: Val<'a>,
-    #[serde(borrow)]
-    occurred_at: Val<'a>,
-    #[serde(borrow)]
-    rep_id: Val<'a>,
-    #[serde(borrow)]
-    team_id: Val<'a>,
-    #[serde(borrow)]
-    source: Val<'a>,
-    #[serde(borrow)]
-    lead_id: Val<'a>,
-    #[serde(borrow)]
-    deal_id: Val<'a>,
-    #[serde(borrow)]
-    call_id: Val<'a>,
-    #[serde(borrow)]
-    email_id: Val<'a>,
-    #[serde(borrow)]
-    meeting_id: Val<'a>,
-    #[serde(borrow)]
-    account_id: Val<'a>,
-    #[serde(borrow)]
-    duration_seconds: Val<'a>,
-    #[serde(borrow)]
-    outcome: Val<'a>,
-    #[serde(borrow)]
-    scheduled_for: Val<'a>,
-    #[serde(borrow)]
-    amount: Val<'a>,
-    #[serde(borrow)]
-    currency: Val<'a>,
-    #[serde(borrow)]
-    stage: Val<'a>,
-    #[serde(borrow)]
-    to_stage: Val<'a>,
-    #[serde(borrow)]
-    from_stage: Val<'a>,
-    #[serde(borrow)]
-    reason: Val<'a>,
-    #[serde(borrow)]
-    mrr: Val<'a>,
-    #[serde(borrow, rename = "kind")]
-    survey_kind: Val<'a>,
-    #[serde(borrow)]
-    score: Val<'a>,
-    #[serde(borrow)]
-    category: Val<'a>,
-    #[serde(borrow)]
-    period: Val<'a>,
+/// The rejection of text that stops being JSON at byte `at`, placed as
+/// serde_json places its errors (line from 1, column of bytes from 1).
+fn invalid_json(text: &str, at: usize) -> Rejection {
+    let before = &text.as_bytes()[..at.min(text.len())];
+    let line = 1 + before.iter().filter(|&&b| b == b'\n').count();
+    let column = 1 + before.iter().rev().take_while(|&&b| b != b'\n').count();
+    Rejection::new(
+        RejectReason::InvalidJson,
+        format!("invalid json at line {line} column {column}"),
+    )
 }
 
 type R<T> = Result<T, Rejection>;
@@ -476,19 +379,22 @@ fn out_of_range(field: &str, what: &str) -> Rejection {
 }
 
 /// An optional string; `null` counts as absent.
-fn opt_str<'a>(v: Val<'a>, field: &str, max_len: usize) -> R<Option<Cow<'a, str>>> {
-    match v {
-        Val::Absent | Val::Null => Ok(None),
-        Val::Str(s) if s.is_empty() || s.len() > max_len => Err(out_of_range(
+fn opt_str<'a>(v: Tok<'a>, field: &str, max_len: usize) -> R<Option<Cow<'a, str>>> {
+    let s = match v {
+        Tok::Absent | Tok::Null => return Ok(None),
+        Tok::Str { raw, escaped } => Tok::text(raw, escaped),
+        _ => return Err(wrong_type(field, "a string")),
+    };
+    if s.is_empty() || s.len() > max_len {
+        return Err(out_of_range(
             field,
             &format!("must be 1 to {max_len} bytes long"),
-        )),
-        Val::Str(s) => Ok(Some(s)),
-        _ => Err(wrong_type(field, "a string")),
+        ));
     }
+    Ok(Some(s))
 }
 
-fn req_str<'a>(v: Val<'a>, field: &str, max_len: usize) -> R<Cow<'a, str>> {
+fn req_str<'a>(v: Tok<'a>, field: &str, max_len: usize) -> R<Cow<'a, str>> {
     opt_str(v, field, max_len)?.ok_or_else(|| missing(field))
 }
 
@@ -521,19 +427,19 @@ pub const KNOWN_TYPES: [&str; 22] = [
 const ID_LEN: usize = 256;
 const REP_LEN: usize = 128;
 
-fn opt_num(v: &Val<'_>, field: &str) -> R<Option<f64>> {
+fn opt_num(v: Tok<'_>, field: &str) -> R<Option<f64>> {
     match v {
-        Val::Absent | Val::Null => Ok(None),
-        Val::Int(i) => Ok(Some(*i as f64)),
-        Val::Float(f) => Ok(Some(*f)),
+        Tok::Absent | Tok::Null => Ok(None),
+        Tok::Int(i) => Ok(Some(i as f64)),
+        Tok::Float(f) => Ok(Some(f)),
         _ => Err(wrong_type(field, "a number")),
     }
 }
 
-fn timestamp(v: &Val<'_>, field: &str) -> R<i64> {
+fn timestamp(v: Tok<'_>, field: &str) -> R<i64> {
     match v {
-        Val::Absent | Val::Null => Err(missing(field)),
-        Val::Str(s) => parse_timestamp(s).ok_or_else(|| {
+        Tok::Absent | Tok::Null => Err(missing(field)),
+        Tok::Str { raw, escaped } => parse_timestamp(&Tok::text(raw, escaped)).ok_or_else(|| {
             Rejection::new(
                 RejectReason::BadTimestamp,
                 format!("field `{field}` is not an rfc 3339 timestamp with offset"),
@@ -583,10 +489,7 @@ pub fn check_depth(bytes: &[u8], max: usize) -> Result<(), Rejection> {
             b'{' | b'[' => {
                 depth += 1;
                 if depth > max {
-                    return Err(Rejection::new(
-                        RejectReason::TooDeep,
-                        format!("nested deeper than limits.max_json_depth ({max})"),
-                    ));
+                    return Err(too_deep(max));
                 }
             }
             b'}' | b']' => depth = depth.saturating_sub(1),
@@ -594,6 +497,13 @@ pub fn check_depth(bytes: &[u8], max: usize) -> Result<(), Rejection> {
         }
     }
     Ok(())
+}
+
+fn too_deep(max: usize) -> Rejection {
+    Rejection::new(
+        RejectReason::TooDeep,
+        format!("nested deeper than limits.max_json_depth ({max})"),
+    )
 }
 
 /// RFC 3339 with an offset, to microseconds since the epoch.
@@ -610,252 +520,252 @@ pub fn format_timestamp(micros: i64) -> String {
     }
 }
 
-impl<'a> Raw<'a> {
-    fn validate(
-        self,
-        id: Cow<'a, str>,
-        kind: Cow<'a, str>,
-        at: i64,
-        opts: &ParseOptions,
-    ) -> R<Parsed<'a>> {
-        if !KNOWN_TYPES.contains(&&*kind) {
+/// Validates the type-specific fields of a message whose envelope is valid.
+fn validate<'a>(
+    mut f: Fields<'a>,
+    id: Cow<'a, str>,
+    kind: Cow<'a, str>,
+    at: i64,
+    opts: &ParseOptions,
+) -> R<Parsed<'a>> {
+    if !KNOWN_TYPES.contains(&&*kind) {
+        return Ok(Parsed::Unknown { id, at });
+    }
+    let rep = opt_str(f.take(Field::RepId), "rep_id", REP_LEN)?;
+    let team = opt_str(f.take(Field::TeamId), "team_id", REP_LEN)?;
+    if !matches!(
+        f.take(Field::Source),
+        Tok::Absent | Tok::Null | Tok::Str { .. }
+    ) {
+        return Err(wrong_type("source", "a string"));
+    }
+    let need_rep = |rep: &Option<Cow<'a, str>>| {
+        if rep.is_none() {
+            Err(missing("rep_id"))
+        } else {
+            Ok(())
+        }
+    };
+    // Money is converted once, here, into base-currency micro-units.
+    let currency = opt_str(f.get(Field::Currency), "currency", 16)?;
+    let rate = match &currency {
+        None => 1.0,
+        Some(c) => opts.rates.rate(c).ok_or_else(|| {
+            Rejection::new(
+                RejectReason::UnknownCurrency,
+                "field `currency` has no configured exchange rate",
+            )
+        })?,
+    };
+    let money = |v: Tok<'_>, field: &str| -> R<Option<i64>> {
+        match opt_num(v, field)? {
+            None => Ok(None),
+            Some(x) if !(0.0..=MAX_AMOUNT).contains(&x) => Err(out_of_range(
+                field,
+                &format!("must be between 0 and {MAX_AMOUNT}"),
+            )),
+            Some(x) => Ok(Some((x * rate * MICRO).round() as i64)),
+        }
+    };
+    let duration = |v: Tok<'_>, positive: bool| -> R<Option<i64>> {
+        match opt_num(v, "duration_seconds")? {
+            None => Ok(None),
+            Some(x) if !(0.0..=MAX_DURATION_SECONDS).contains(&x) || (positive && x == 0.0) => {
+                Err(out_of_range(
+                    "duration_seconds",
+                    if positive {
+                        "must be > 0 and at most one year"
+                    } else {
+                        "must be >= 0 and at most one year"
+                    },
+                ))
+            }
+            Some(x) => Ok(Some((x * MICRO).round() as i64)),
+        }
+    };
+    let body = match &*kind {
+        "lead.created" => Body::LeadCreated {
+            lead: req_str(f.take(Field::LeadId), "lead_id", ID_LEN)?,
+        },
+        "lead.converted" => {
+            opt_str(f.take(Field::DealId), "deal_id", ID_LEN)?;
+            Body::LeadConverted {
+                lead: req_str(f.take(Field::LeadId), "lead_id", ID_LEN)?,
+            }
+        }
+        "call.logged" => {
+            req_str(f.take(Field::CallId), "call_id", ID_LEN)?;
+            need_rep(&rep)?;
+            opt_str(f.take(Field::DealId), "deal_id", ID_LEN)?;
+            let outcome = match opt_str(f.take(Field::Outcome), "outcome", 32)?.as_deref() {
+                None | Some("other") => CallOutcome::Other,
+                Some("connected") => CallOutcome::Connected,
+                Some("no_answer") => CallOutcome::NoAnswer,
+                Some("voicemail") => CallOutcome::Voicemail,
+                Some("busy") => CallOutcome::Busy,
+                Some(_) => return Err(out_of_range("outcome", "is not a known call outcome")),
+            };
+            Body::CallLogged {
+                lead: opt_str(f.take(Field::LeadId), "lead_id", ID_LEN)?,
+                duration: duration(f.get(Field::DurationSeconds), false)?.unwrap_or(0),
+                outcome,
+            }
+        }
+        "email.sent" => {
+            req_str(f.take(Field::EmailId), "email_id", ID_LEN)?;
+            need_rep(&rep)?;
+            opt_str(f.take(Field::DealId), "deal_id", ID_LEN)?;
+            Body::EmailSent {
+                lead: opt_str(f.take(Field::LeadId), "lead_id", ID_LEN)?,
+            }
+        }
+        "meeting.scheduled" => {
+            let meeting = req_str(f.take(Field::MeetingId), "meeting_id", ID_LEN)?;
+            need_rep(&rep)?;
+            opt_str(f.take(Field::DealId), "deal_id", ID_LEN)?;
+            Body::MeetingScheduled {
+                meeting,
+                scheduled_for: timestamp(f.get(Field::ScheduledFor), "scheduled_for")?,
+                lead: opt_str(f.take(Field::LeadId), "lead_id", ID_LEN)?,
+            }
+        }
+        "meeting.rescheduled" => Body::MeetingRescheduled {
+            meeting: req_str(f.take(Field::MeetingId), "meeting_id", ID_LEN)?,
+            scheduled_for: timestamp(f.get(Field::ScheduledFor), "scheduled_for")?,
+        },
+        "meeting.held" => Body::MeetingHeld {
+            meeting: req_str(f.take(Field::MeetingId), "meeting_id", ID_LEN)?,
+        },
+        "meeting.canceled" => Body::MeetingCanceled {
+            meeting: req_str(f.take(Field::MeetingId), "meeting_id", ID_LEN)?,
+        },
+        "meeting.no_show" => Body::MeetingNoShow {
+            meeting: req_str(f.take(Field::MeetingId), "meeting_id", ID_LEN)?,
+        },
+        "deal.created" => {
+            let deal = req_str(f.take(Field::DealId), "deal_id", ID_LEN)?;
+            need_rep(&rep)?;
+            Body::DealCreated {
+                deal,
+                amount: money(f.get(Field::Amount), "amount")?.unwrap_or(0),
+                stage: opt_str(f.take(Field::Stage), "stage", ID_LEN)?,
+            }
+        }
+        "deal.stage_changed" => {
+            let deal = req_str(f.take(Field::DealId), "deal_id", ID_LEN)?;
+            let to_stage = req_str(f.take(Field::ToStage), "to_stage", ID_LEN)?;
+            opt_str(f.take(Field::FromStage), "from_stage", ID_LEN)?;
+            Body::DealStageChanged {
+                deal,
+                to_stage,
+                amount: money(f.get(Field::Amount), "amount")?,
+            }
+        }
+        "deal.amount_changed" => {
+            let deal = req_str(f.take(Field::DealId), "deal_id", ID_LEN)?;
+            Body::DealAmountChanged {
+                deal,
+                amount: money(f.get(Field::Amount), "amount")?.ok_or_else(|| missing("amount"))?,
+            }
+        }
+        "deal.won" => Body::DealWon {
+            deal: req_str(f.take(Field::DealId), "deal_id", ID_LEN)?,
+            amount: money(f.get(Field::Amount), "amount")?,
+        },
+        "deal.lost" => {
+            let deal = req_str(f.take(Field::DealId), "deal_id", ID_LEN)?;
+            opt_str(f.take(Field::Reason), "reason", 1024)?;
+            Body::DealLost { deal }
+        }
+        "subscription.started" | "subscription.changed" => {
+            let account = req_str(f.take(Field::AccountId), "account_id", ID_LEN)?;
+            let mrr = money(f.get(Field::Mrr), "mrr")?.ok_or_else(|| missing("mrr"))?;
+            if &*kind == "subscription.started" {
+                Body::SubscriptionStarted { account, mrr }
+            } else {
+                Body::SubscriptionChanged { account, mrr }
+            }
+        }
+        "subscription.canceled" | "customer.churned" => Body::SubscriptionCanceled {
+            account: req_str(f.take(Field::AccountId), "account_id", ID_LEN)?,
+        },
+        "survey.responded" => {
+            let kind = match opt_str(f.take(Field::Kind), "kind", 16)?.as_deref() {
+                None => return Err(missing("kind")),
+                Some("nps") => SurveyKind::Nps,
+                Some("csat") => SurveyKind::Csat,
+                Some(_) => return Err(out_of_range("kind", "must be nps or csat")),
+            };
+            let score = match f.take(Field::Score) {
+                Tok::Absent | Tok::Null => return Err(missing("score")),
+                Tok::Int(i) => i,
+                _ => return Err(wrong_type("score", "an integer")),
+            };
+            let range = match kind {
+                SurveyKind::Nps => 0..=10,
+                SurveyKind::Csat => 1..=5,
+            };
+            if !range.contains(&score) {
+                return Err(out_of_range("score", "is outside the scale of its kind"));
+            }
+            Body::SurveyResponded {
+                kind,
+                score: score as u8,
+                account: opt_str(f.take(Field::AccountId), "account_id", ID_LEN)?,
+            }
+        }
+        "time.logged" => {
+            need_rep(&rep)?;
+            let category = match opt_str(f.take(Field::Category), "category", 16)?.as_deref() {
+                None => return Err(missing("category")),
+                Some("selling") => TimeCategory::Selling,
+                Some("admin") => TimeCategory::Admin,
+                Some("other") => TimeCategory::Other,
+                Some(_) => return Err(out_of_range("category", "must be selling, admin or other")),
+            };
+            Body::TimeLogged {
+                category,
+                duration: duration(f.get(Field::DurationSeconds), true)?
+                    .ok_or_else(|| missing("duration_seconds"))?,
+            }
+        }
+        "spend.recorded" => {
+            let category = match opt_str(f.take(Field::Category), "category", 16)?.as_deref() {
+                None => return Err(missing("category")),
+                Some("sales") => SpendCategory::Sales,
+                Some("marketing") => SpendCategory::Marketing,
+                Some(_) => return Err(out_of_range("category", "must be sales or marketing")),
+            };
+            Body::SpendRecorded {
+                amount: money(f.get(Field::Amount), "amount")?.ok_or_else(|| missing("amount"))?,
+                category,
+            }
+        }
+        "quota.set" => {
+            need_rep(&rep)?;
+            let period = match opt_str(f.take(Field::Period), "period", 16)?.as_deref() {
+                None => return Err(missing("period")),
+                Some("month") => QuotaPeriod::Month,
+                Some("quarter") => QuotaPeriod::Quarter,
+                Some(_) => return Err(out_of_range("period", "must be month or quarter")),
+            };
+            Body::QuotaSet {
+                period,
+                amount: money(f.get(Field::Amount), "amount")?.ok_or_else(|| missing("amount"))?,
+            }
+        }
+        _ => {
+            debug_assert!(false, "KNOWN_TYPES lists a type with no arm: {kind}");
             return Ok(Parsed::Unknown { id, at });
         }
-        let rep = opt_str(self.rep_id, "rep_id", REP_LEN)?;
-        let team = opt_str(self.team_id, "team_id", REP_LEN)?;
-        if !matches!(self.source, Val::Absent | Val::Null | Val::Str(_)) {
-            return Err(wrong_type("source", "a string"));
-        }
-        let need_rep = |rep: &Option<Cow<'a, str>>| {
-            if rep.is_none() {
-                Err(missing("rep_id"))
-            } else {
-                Ok(())
-            }
-        };
-        // Money is converted once, here, into base-currency micro-units.
-        let currency = opt_str(self.currency.clone(), "currency", 16)?;
-        let rate = match &currency {
-            None => 1.0,
-            Some(c) => opts.rates.rate(c).ok_or_else(|| {
-                Rejection::new(
-                    RejectReason::UnknownCurrency,
-                    "field `currency` has no configured exchange rate",
-                )
-            })?,
-        };
-        let money = |v: &Val<'_>, field: &str| -> R<Option<i64>> {
-            match opt_num(v, field)? {
-                None => Ok(None),
-                Some(x) if !(0.0..=MAX_AMOUNT).contains(&x) => Err(out_of_range(
-                    field,
-                    &format!("must be between 0 and {MAX_AMOUNT}"),
-                )),
-                Some(x) => Ok(Some((x * rate * MICRO).round() as i64)),
-            }
-        };
-        let duration = |v: &Val<'_>, positive: bool| -> R<Option<i64>> {
-            match opt_num(v, "duration_seconds")? {
-                None => Ok(None),
-                Some(x) if !(0.0..=MAX_DURATION_SECONDS).contains(&x) || (positive && x == 0.0) => {
-                    Err(out_of_range(
-                        "duration_seconds",
-                        if positive {
-                            "must be > 0 and at most one year"
-                        } else {
-                            "must be >= 0 and at most one year"
-                        },
-                    ))
-                }
-                Some(x) => Ok(Some((x * MICRO).round() as i64)),
-            }
-        };
-        let body = match &*kind {
-            "lead.created" => Body::LeadCreated {
-                lead: req_str(self.lead_id, "lead_id", ID_LEN)?,
-            },
-            "lead.converted" => {
-                opt_str(self.deal_id, "deal_id", ID_LEN)?;
-                Body::LeadConverted {
-                    lead: req_str(self.lead_id, "lead_id", ID_LEN)?,
-                }
-            }
-            "call.logged" => {
-                req_str(self.call_id, "call_id", ID_LEN)?;
-                need_rep(&rep)?;
-                opt_str(self.deal_id, "deal_id", ID_LEN)?;
-                let outcome = match opt_str(self.outcome, "outcome", 32)?.as_deref() {
-                    None | Some("other") => CallOutcome::Other,
-                    Some("connected") => CallOutcome::Connected,
-                    Some("no_answer") => CallOutcome::NoAnswer,
-                    Some("voicemail") => CallOutcome::Voicemail,
-                    Some("busy") => CallOutcome::Busy,
-                    Some(_) => return Err(out_of_range("outcome", "is not a known call outcome")),
-                };
-                Body::CallLogged {
-                    lead: opt_str(self.lead_id, "lead_id", ID_LEN)?,
-                    duration: duration(&self.duration_seconds, false)?.unwrap_or(0),
-                    outcome,
-                }
-            }
-            "email.sent" => {
-                req_str(self.email_id, "email_id", ID_LEN)?;
-                need_rep(&rep)?;
-                opt_str(self.deal_id, "deal_id", ID_LEN)?;
-                Body::EmailSent {
-                    lead: opt_str(self.lead_id, "lead_id", ID_LEN)?,
-                }
-            }
-            "meeting.scheduled" => {
-                let meeting = req_str(self.meeting_id, "meeting_id", ID_LEN)?;
-                need_rep(&rep)?;
-                opt_str(self.deal_id, "deal_id", ID_LEN)?;
-                Body::MeetingScheduled {
-                    meeting,
-                    scheduled_for: timestamp(&self.scheduled_for, "scheduled_for")?,
-                    lead: opt_str(self.lead_id, "lead_id", ID_LEN)?,
-                }
-            }
-            "meeting.rescheduled" => Body::MeetingRescheduled {
-                meeting: req_str(self.meeting_id, "meeting_id", ID_LEN)?,
-                scheduled_for: timestamp(&self.scheduled_for, "scheduled_for")?,
-            },
-            "meeting.held" => Body::MeetingHeld {
-                meeting: req_str(self.meeting_id, "meeting_id", ID_LEN)?,
-            },
-            "meeting.canceled" => Body::MeetingCanceled {
-                meeting: req_str(self.meeting_id, "meeting_id", ID_LEN)?,
-            },
-            "meeting.no_show" => Body::MeetingNoShow {
-                meeting: req_str(self.meeting_id, "meeting_id", ID_LEN)?,
-            },
-            "deal.created" => {
-                let deal = req_str(self.deal_id, "deal_id", ID_LEN)?;
-                need_rep(&rep)?;
-                Body::DealCreated {
-                    deal,
-                    amount: money(&self.amount, "amount")?.unwrap_or(0),
-                    stage: opt_str(self.stage, "stage", ID_LEN)?,
-                }
-            }
-            "deal.stage_changed" => {
-                let deal = req_str(self.deal_id, "deal_id", ID_LEN)?;
-                let to_stage = req_str(self.to_stage, "to_stage", ID_LEN)?;
-                opt_str(self.from_stage, "from_stage", ID_LEN)?;
-                Body::DealStageChanged {
-                    deal,
-                    to_stage,
-                    amount: money(&self.amount, "amount")?,
-                }
-            }
-            "deal.amount_changed" => {
-                let deal = req_str(self.deal_id, "deal_id", ID_LEN)?;
-                Body::DealAmountChanged {
-                    deal,
-                    amount: money(&self.amount, "amount")?.ok_or_else(|| missing("amount"))?,
-                }
-            }
-            "deal.won" => Body::DealWon {
-                deal: req_str(self.deal_id, "deal_id", ID_LEN)?,
-                amount: money(&self.amount, "amount")?,
-            },
-            "deal.lost" => {
-                let deal = req_str(self.deal_id, "deal_id", ID_LEN)?;
-                opt_str(self.reason, "reason", 1024)?;
-                Body::DealLost { deal }
-            }
-            "subscription.started" | "subscription.changed" => {
-                let account = req_str(self.account_id, "account_id", ID_LEN)?;
-                let mrr = money(&self.mrr, "mrr")?.ok_or_else(|| missing("mrr"))?;
-                if &*kind == "subscription.started" {
-                    Body::SubscriptionStarted { account, mrr }
-                } else {
-                    Body::SubscriptionChanged { account, mrr }
-                }
-            }
-            "subscription.canceled" | "customer.churned" => Body::SubscriptionCanceled {
-                account: req_str(self.account_id, "account_id", ID_LEN)?,
-            },
-            "survey.responded" => {
-                let kind = match opt_str(self.survey_kind, "kind", 16)?.as_deref() {
-                    None => return Err(missing("kind")),
-                    Some("nps") => SurveyKind::Nps,
-                    Some("csat") => SurveyKind::Csat,
-                    Some(_) => return Err(out_of_range("kind", "must be nps or csat")),
-                };
-                let score = match self.score {
-                    Val::Absent | Val::Null => return Err(missing("score")),
-                    Val::Int(i) => i,
-                    _ => return Err(wrong_type("score", "an integer")),
-                };
-                let range = match kind {
-                    SurveyKind::Nps => 0..=10,
-                    SurveyKind::Csat => 1..=5,
-                };
-                if !range.contains(&score) {
-                    return Err(out_of_range("score", "is outside the scale of its kind"));
-                }
-                Body::SurveyResponded {
-                    kind,
-                    score: score as u8,
-                    account: opt_str(self.account_id, "account_id", ID_LEN)?,
-                }
-            }
-            "time.logged" => {
-                need_rep(&rep)?;
-                let category = match opt_str(self.category, "category", 16)?.as_deref() {
-                    None => return Err(missing("category")),
-                    Some("selling") => TimeCategory::Selling,
-                    Some("admin") => TimeCategory::Admin,
-                    Some("other") => TimeCategory::Other,
-                    Some(_) => {
-                        return Err(out_of_range("category", "must be selling, admin or other"))
-                    }
-                };
-                Body::TimeLogged {
-                    category,
-                    duration: duration(&self.duration_seconds, true)?
-                        .ok_or_else(|| missing("duration_seconds"))?,
-                }
-            }
-            "spend.recorded" => {
-                let category = match opt_str(self.category, "category", 16)?.as_deref() {
-                    None => return Err(missing("category")),
-                    Some("sales") => SpendCategory::Sales,
-                    Some("marketing") => SpendCategory::Marketing,
-                    Some(_) => return Err(out_of_range("category", "must be sales or marketing")),
-                };
-                Body::SpendRecorded {
-                    amount: money(&self.amount, "amount")?.ok_or_else(|| missing("amount"))?,
-                    category,
-                }
-            }
-            "quota.set" => {
-                need_rep(&rep)?;
-                let period = match opt_str(self.period, "period", 16)?.as_deref() {
-                    None => return Err(missing("period")),
-                    Some("month") => QuotaPeriod::Month,
-                    Some("quarter") => QuotaPeriod::Quarter,
-                    Some(_) => return Err(out_of_range("period", "must be month or quarter")),
-                };
-                Body::QuotaSet {
-                    period,
-                    amount: money(&self.amount, "amount")?.ok_or_else(|| missing("amount"))?,
-                }
-            }
-            _ => {
-                debug_assert!(false, "KNOWN_TYPES lists a type with no arm: {kind}");
-                return Ok(Parsed::Unknown { id, at });
-            }
-        };
-        Ok(Parsed::Event(Event {
-            id,
-            at,
-            rep,
-            team,
-            body,
-        }))
-    }
+    };
+    Ok(Parsed::Event(Event {
+        id,
+        at,
+        rep,
+        team,
+        body,
+    }))
 }
 
 #[cfg(test)]
