@@ -3,6 +3,8 @@
 //! - `apply/<reps>`: `Engine::offer` over pre-parsed events, no parsing.
 //! - `replay/envelope_only`: serde_json parsing of each line's envelope
 //!   (`id`, `type`, `occurred_at`), the baseline.
+//! - `replay/parse_validate`: parsing and validation alone, to show how
+//!   the whole path divides.
 //! - `replay/parse_validate_apply`: the whole replay path per line, in the
 //!   same run, so the two can be compared as a ratio.
 //!
@@ -126,6 +128,17 @@ fn replay(c: &mut Criterion) {
             for l in &lines {
                 if let Ok(e) = serde_json::from_slice::<Envelope<'_>>(l) {
                     ok += e.id.len() + e.kind.len() + e.occurred_at.len();
+                }
+            }
+            black_box(ok)
+        })
+    });
+    group.bench_function("parse_validate", |b| {
+        b.iter(|| {
+            let mut ok = 0usize;
+            for l in &lines {
+                if let Ok(Parsed::Event(e)) = event::parse(l, &cfg.parse) {
+                    ok += e.id.len();
                 }
             }
             black_box(ok)

@@ -189,19 +189,21 @@ impl Processor {
         let cfg = self.engine.config();
         let wall = cfg.clock == ClockMode::Wall;
         let skew = cfg.max_clock_skew;
-        let envelope = match event::parse_envelope(bytes, &cfg.parse) {
-            Err(r) => return Outcome::Rejected(r),
-            Ok(envelope) => envelope,
-        };
-        let id = crate::engine::id_key(&envelope.id);
-        if self.engine.is_duplicate_key(id) {
+        // A message with a valid envelope and a known id is a duplicate,
+        // whatever the rest of it holds.
+        let mut key = None;
+        let parsed = event::parse_with(bytes, &cfg.parse, |id| {
+            key = Some(crate::engine::id_key(id));
+        });
+        if key.is_some_and(|k| self.engine.is_duplicate_key(k)) {
             return Outcome::Duplicate;
         }
-        let mut ev = match envelope.validate(&cfg.parse) {
+        let mut ev = match parsed {
             Err(r) => return Outcome::Rejected(r),
             Ok(Parsed::Unknown { .. }) => return Outcome::Ignored(IgnoreReason::UnknownType),
             Ok(Parsed::Event(ev)) => ev,
         };
+        let id = key.unwrap_or_else(|| crate::engine::id_key(&ev.id));
         if let (Some(p), Some(rep)) = (&cfg.pseudonyms, &mut ev.rep) {
             *rep = std::borrow::Cow::Owned(p.rep(rep));
         }

@@ -281,23 +281,18 @@ pub struct ParseOptions {
 
 /// Parses and validates one message.
 pub fn parse<'a>(bytes: &'a [u8], opts: &ParseOptions) -> Result<Parsed<'a>, Rejection> {
-    parse_envelope(bytes, opts)?.validate(opts)
+    parse_with(bytes, opts, |_| {})
 }
 
-/// A message whose envelope (`id`, `type`, `occurred_at`) is valid; its
-/// type-specific fields are not validated yet. A redelivery of an applied
-/// event is recognised from the envelope alone, so a corrupted copy of an
-/// event already counted is a duplicate, not a rejection.
-#[derive(Debug)]
-pub struct Envelope<'a> {
-    pub id: Cow<'a, str>,
-    pub at: i64,
-    kind: Cow<'a, str>,
-    fields: Fields<'a>,
-}
-
-/// Parses one message and validates its envelope.
-pub fn parse_envelope<'a>(bytes: &'a [u8], opts: &ParseOptions) -> Result<Envelope<'a>, Rejection> {
+/// As [`parse`], calling `envelope` with the id as soon as the envelope
+/// (`id`, `type`, `occurred_at`) is valid, before the type-specific fields
+/// are looked at, so that the caller can tell a redelivery even when the
+/// rest of it is corrupted (a duplicate, not a rejection).
+pub fn parse_with<'a>(
+    bytes: &'a [u8],
+    opts: &ParseOptions,
+    envelope: impl FnOnce(&str),
+) -> Result<Parsed<'a>, Rejection> {
     check_size(bytes, opts.max_message_bytes)?;
     let text = std::str::from_utf8(bytes).map_err(|e| {
         Rejection::new(
@@ -324,19 +319,11 @@ pub fn parse_envelope<'a>(bytes: &'a [u8], opts: &ParseOptions) -> Result<Envelo
         _ => return Err(wrong_type("type", "a string")),
     };
     let at = timestamp(fields.get(Field::OccurredAt), "occurred_at")?;
-    Ok(Envelope {
-        id,
-        at,
-        kind,
-        fields,
-    })
-}
-
-impl<'a> Envelope<'a> {
-    /// Validates the type-specific fields.
-    pub fn validate(self, opts: &ParseOptions) -> Result<Parsed<'a>, Rejection> {
-        validate(self.fields, self.id, self.kind, self.at, opts)
-    }
+    envelope(&id);
+    let Some(kind) = Kind::of(&kind) else {
+        return Ok(Parsed::Unknown { id, at });
+    };
+    validate(&mut fields, id, kind, at, opts)
 }
 
 fn json_error(e: &serde_json::Error) -> Rejection {
@@ -398,31 +385,52 @@ fn req_str<'a>(v: Tok<'a>, field: &str, max_len: usize) -> R<Cow<'a, str>> {
     opt_str(v, field, max_len)?.ok_or_else(|| missing(field))
 }
 
-/// Every event type of events.md; any other is ignored, not rejected.
-pub const KNOWN_TYPES: [&str; 22] = [
-    "lead.created",
-    "lead.converted",
-    "call.logged",
-    "email.sent",
-    "meeting.scheduled",
-    "meeting.rescheduled",
-    "meeting.held",
-    "meeting.canceled",
-    "meeting.no_show",
-    "deal.created",
-    "deal.stage_changed",
-    "deal.amount_changed",
-    "deal.won",
-    "deal.lost",
-    "subscription.started",
-    "subscription.changed",
-    "subscription.canceled",
-    "customer.churned",
-    "survey.responded",
-    "time.logged",
-    "spend.recorded",
-    "quota.set",
-];
+macro_rules! kinds {
+    ($($variant:ident = $name:literal,)*) => {
+        /// The event types of events.md.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        enum Kind {
+            $($variant,)*
+        }
+
+        impl Kind {
+            fn of(name: &str) -> Option<Kind> {
+                match name {
+                    $($name => Some(Kind::$variant),)*
+                    _ => None,
+                }
+            }
+        }
+
+        /// Every event type of events.md; any other is ignored, not rejected.
+        pub const KNOWN_TYPES: [&str; [$($name,)*].len()] = [$($name,)*];
+    };
+}
+
+kinds! {
+    LeadCreated = "lead.created",
+    LeadConverted = "lead.converted",
+    CallLogged = "call.logged",
+    EmailSent = "email.sent",
+    MeetingScheduled = "meeting.scheduled",
+    MeetingRescheduled = "meeting.rescheduled",
+    MeetingHeld = "meeting.held",
+    MeetingCanceled = "meeting.canceled",
+    MeetingNoShow = "meeting.no_show",
+    DealCreated = "deal.created",
+    DealStageChanged = "deal.stage_changed",
+    DealAmountChanged = "deal.amount_changed",
+    DealWon = "deal.won",
+    DealLost = "deal.lost",
+    SubscriptionStarted = "subscription.started",
+    SubscriptionChanged = "subscription.changed",
+    SubscriptionCanceled = "subscription.canceled",
+    CustomerChurned = "customer.churned",
+    SurveyResponded = "survey.responded",
+    TimeLogged = "time.logged",
+    SpendRecorded = "spend.recorded",
+    QuotaSet = "quota.set",
+}
 
 const ID_LEN: usize = 256;
 const REP_LEN: usize = 128;
@@ -522,15 +530,12 @@ pub fn format_timestamp(micros: i64) -> String {
 
 /// Validates the type-specific fields of a message whose envelope is valid.
 fn validate<'a>(
-    mut f: Fields<'a>,
+    f: &mut Fields<'a>,
     id: Cow<'a, str>,
-    kind: Cow<'a, str>,
+    kind: Kind,
     at: i64,
     opts: &ParseOptions,
 ) -> R<Parsed<'a>> {
-    if !KNOWN_TYPES.contains(&&*kind) {
-        return Ok(Parsed::Unknown { id, at });
-    }
     let rep = opt_str(f.take(Field::RepId), "rep_id", REP_LEN)?;
     let team = opt_str(f.take(Field::TeamId), "team_id", REP_LEN)?;
     if !matches!(
@@ -583,17 +588,17 @@ fn validate<'a>(
             Some(x) => Ok(Some((x * MICRO).round() as i64)),
         }
     };
-    let body = match &*kind {
-        "lead.created" => Body::LeadCreated {
+    let body = match kind {
+        Kind::LeadCreated => Body::LeadCreated {
             lead: req_str(f.take(Field::LeadId), "lead_id", ID_LEN)?,
         },
-        "lead.converted" => {
+        Kind::LeadConverted => {
             opt_str(f.take(Field::DealId), "deal_id", ID_LEN)?;
             Body::LeadConverted {
                 lead: req_str(f.take(Field::LeadId), "lead_id", ID_LEN)?,
             }
         }
-        "call.logged" => {
+        Kind::CallLogged => {
             req_str(f.take(Field::CallId), "call_id", ID_LEN)?;
             need_rep(&rep)?;
             opt_str(f.take(Field::DealId), "deal_id", ID_LEN)?;
@@ -611,7 +616,7 @@ fn validate<'a>(
                 outcome,
             }
         }
-        "email.sent" => {
+        Kind::EmailSent => {
             req_str(f.take(Field::EmailId), "email_id", ID_LEN)?;
             need_rep(&rep)?;
             opt_str(f.take(Field::DealId), "deal_id", ID_LEN)?;
@@ -619,7 +624,7 @@ fn validate<'a>(
                 lead: opt_str(f.take(Field::LeadId), "lead_id", ID_LEN)?,
             }
         }
-        "meeting.scheduled" => {
+        Kind::MeetingScheduled => {
             let meeting = req_str(f.take(Field::MeetingId), "meeting_id", ID_LEN)?;
             need_rep(&rep)?;
             opt_str(f.take(Field::DealId), "deal_id", ID_LEN)?;
@@ -629,20 +634,20 @@ fn validate<'a>(
                 lead: opt_str(f.take(Field::LeadId), "lead_id", ID_LEN)?,
             }
         }
-        "meeting.rescheduled" => Body::MeetingRescheduled {
+        Kind::MeetingRescheduled => Body::MeetingRescheduled {
             meeting: req_str(f.take(Field::MeetingId), "meeting_id", ID_LEN)?,
             scheduled_for: timestamp(f.get(Field::ScheduledFor), "scheduled_for")?,
         },
-        "meeting.held" => Body::MeetingHeld {
+        Kind::MeetingHeld => Body::MeetingHeld {
             meeting: req_str(f.take(Field::MeetingId), "meeting_id", ID_LEN)?,
         },
-        "meeting.canceled" => Body::MeetingCanceled {
+        Kind::MeetingCanceled => Body::MeetingCanceled {
             meeting: req_str(f.take(Field::MeetingId), "meeting_id", ID_LEN)?,
         },
-        "meeting.no_show" => Body::MeetingNoShow {
+        Kind::MeetingNoShow => Body::MeetingNoShow {
             meeting: req_str(f.take(Field::MeetingId), "meeting_id", ID_LEN)?,
         },
-        "deal.created" => {
+        Kind::DealCreated => {
             let deal = req_str(f.take(Field::DealId), "deal_id", ID_LEN)?;
             need_rep(&rep)?;
             Body::DealCreated {
@@ -651,7 +656,7 @@ fn validate<'a>(
                 stage: opt_str(f.take(Field::Stage), "stage", ID_LEN)?,
             }
         }
-        "deal.stage_changed" => {
+        Kind::DealStageChanged => {
             let deal = req_str(f.take(Field::DealId), "deal_id", ID_LEN)?;
             let to_stage = req_str(f.take(Field::ToStage), "to_stage", ID_LEN)?;
             opt_str(f.take(Field::FromStage), "from_stage", ID_LEN)?;
@@ -661,35 +666,35 @@ fn validate<'a>(
                 amount: money(f.get(Field::Amount), "amount")?,
             }
         }
-        "deal.amount_changed" => {
+        Kind::DealAmountChanged => {
             let deal = req_str(f.take(Field::DealId), "deal_id", ID_LEN)?;
             Body::DealAmountChanged {
                 deal,
                 amount: money(f.get(Field::Amount), "amount")?.ok_or_else(|| missing("amount"))?,
             }
         }
-        "deal.won" => Body::DealWon {
+        Kind::DealWon => Body::DealWon {
             deal: req_str(f.take(Field::DealId), "deal_id", ID_LEN)?,
             amount: money(f.get(Field::Amount), "amount")?,
         },
-        "deal.lost" => {
+        Kind::DealLost => {
             let deal = req_str(f.take(Field::DealId), "deal_id", ID_LEN)?;
             opt_str(f.take(Field::Reason), "reason", 1024)?;
             Body::DealLost { deal }
         }
-        "subscription.started" | "subscription.changed" => {
+        Kind::SubscriptionStarted | Kind::SubscriptionChanged => {
             let account = req_str(f.take(Field::AccountId), "account_id", ID_LEN)?;
             let mrr = money(f.get(Field::Mrr), "mrr")?.ok_or_else(|| missing("mrr"))?;
-            if &*kind == "subscription.started" {
+            if kind == Kind::SubscriptionStarted {
                 Body::SubscriptionStarted { account, mrr }
             } else {
                 Body::SubscriptionChanged { account, mrr }
             }
         }
-        "subscription.canceled" | "customer.churned" => Body::SubscriptionCanceled {
+        Kind::SubscriptionCanceled | Kind::CustomerChurned => Body::SubscriptionCanceled {
             account: req_str(f.take(Field::AccountId), "account_id", ID_LEN)?,
         },
-        "survey.responded" => {
+        Kind::SurveyResponded => {
             let kind = match opt_str(f.take(Field::Kind), "kind", 16)?.as_deref() {
                 None => return Err(missing("kind")),
                 Some("nps") => SurveyKind::Nps,
@@ -714,7 +719,7 @@ fn validate<'a>(
                 account: opt_str(f.take(Field::AccountId), "account_id", ID_LEN)?,
             }
         }
-        "time.logged" => {
+        Kind::TimeLogged => {
             need_rep(&rep)?;
             let category = match opt_str(f.take(Field::Category), "category", 16)?.as_deref() {
                 None => return Err(missing("category")),
@@ -729,7 +734,7 @@ fn validate<'a>(
                     .ok_or_else(|| missing("duration_seconds"))?,
             }
         }
-        "spend.recorded" => {
+        Kind::SpendRecorded => {
             let category = match opt_str(f.take(Field::Category), "category", 16)?.as_deref() {
                 None => return Err(missing("category")),
                 Some("sales") => SpendCategory::Sales,
@@ -741,7 +746,7 @@ fn validate<'a>(
                 category,
             }
         }
-        "quota.set" => {
+        Kind::QuotaSet => {
             need_rep(&rep)?;
             let period = match opt_str(f.take(Field::Period), "period", 16)?.as_deref() {
                 None => return Err(missing("period")),
@@ -753,10 +758,6 @@ fn validate<'a>(
                 period,
                 amount: money(f.get(Field::Amount), "amount")?.ok_or_else(|| missing("amount"))?,
             }
-        }
-        _ => {
-            debug_assert!(false, "KNOWN_TYPES lists a type with no arm: {kind}");
-            return Ok(Parsed::Unknown { id, at });
         }
     };
     Ok(Parsed::Event(Event {
