@@ -128,6 +128,10 @@ struct Book {
 
 const NONE: u32 = u32::MAX;
 
+/// A contribution of nothing, to pad a fixed-size list of parts (adding
+/// zero is skipped).
+const NO_PART: (usize, i64) = (0, 0);
+
 impl Book {
     fn agg(&mut self, rep: Option<u32>, team: Option<u32>) -> u32 {
         let key = (rep.unwrap_or(NONE), team.unwrap_or(NONE));
@@ -575,6 +579,7 @@ impl Engine {
             } => {
                 let (_, agg) = self.target(ev, None);
                 let connected = i64::from(*outcome == CallOutcome::Connected);
+                let [a, b, c, d] = self.touch(lead.as_deref(), t);
                 self.book.add_many(
                     agg,
                     t,
@@ -582,18 +587,17 @@ impl Engine {
                         (CALLS, 1),
                         (CALLS_CONNECTED, connected),
                         (CALL_SECONDS, *duration),
+                        a,
+                        b,
+                        c,
+                        d,
                     ],
                 );
-                if let Some(lead) = lead {
-                    self.touch(lead, t, agg);
-                }
             }
             Body::EmailSent { lead } => {
                 let (_, agg) = self.target(ev, None);
-                self.book.add(agg, t, EMAILS, 1);
-                if let Some(lead) = lead {
-                    self.touch(lead, t, agg);
-                }
+                let [a, b, c, d] = self.touch(lead.as_deref(), t);
+                self.book.add_many(agg, t, &[(EMAILS, 1), a, b, c, d]);
             }
             Body::MeetingScheduled {
                 meeting,
@@ -889,26 +893,25 @@ impl Engine {
         l
     }
 
-    /// A call or email naming a lead: its first one is the first touch.
-    fn touch(&mut self, lead: &str, t: i64, agg: u32) {
-        let l = self.lead(lead, t);
-        if l.touched {
-            return;
+    /// A call or email naming a lead: its first one is the first touch. The
+    /// contributions that makes, padded with [`NO_PART`], for the caller to
+    /// add with its own in one go.
+    fn touch(&mut self, lead: Option<&str>, t: i64) -> [(usize, i64); 4] {
+        let mut parts = [NO_PART; 4];
+        if let Some(lead) = lead {
+            let l = self.lead(lead, t);
+            if !l.touched {
+                l.touched = true;
+                parts[0] = (PROSPECTS_CONTACTED, 1);
+                if l.created_at != UNSEEN {
+                    let response = t - l.created_at;
+                    parts[1] = (LEAD_RESPONSE_SUM, response);
+                    parts[2] = (LEAD_RESPONSE_COUNT, 1);
+                    parts[3] = (LEAD_RESPONSE_HIST + lead_response_bucket(response), 1);
+                }
+            }
         }
-        l.touched = true;
-        let created_at = l.created_at;
-        self.book.add(agg, t, PROSPECTS_CONTACTED, 1);
-        if created_at != UNSEEN {
-            let response = t - created_at;
-            self.book.add(agg, t, LEAD_RESPONSE_SUM, response);
-            self.book.add(agg, t, LEAD_RESPONSE_COUNT, 1);
-            self.book.add(
-                agg,
-                t,
-                LEAD_RESPONSE_HIST + lead_response_bucket(response),
-                1,
-            );
-        }
+        parts
     }
 
     fn is_stale_deal(&self, k: Key) -> bool {

@@ -315,7 +315,8 @@ impl Series {
     }
 
     /// Adds several (part, value) contributions at one time `t <= clock.now`:
-    /// the clock and the buckets are looked up once for all of them.
+    /// the clock and the buckets are looked up once for all of them. A zero
+    /// value is not even written to its bucket.
     pub fn add_many(&mut self, plan: &WindowPlan, clock: &Clock, t: i64, parts: &[(usize, i64)]) {
         debug_assert!(t <= clock.now, "a contribution from the future");
         debug_assert!(parts.iter().all(|&(p, _)| p < plan.parts));
@@ -347,14 +348,14 @@ impl Series {
                 slot.deltas.clear();
             }
             for &(part, v) in parts {
-                slot.deltas.add(part, v, k);
+                if v != 0 {
+                    slot.deltas.add(part, v, k);
+                }
             }
             for &(w, n) in &rp.windows {
                 if b > ring.head - n {
                     let sums = &mut self.sums[w * k..(w + 1) * k];
-                    for &(part, v) in parts {
-                        sums[part] = sums[part].wrapping_add(v);
-                    }
+                    add_to(sums, parts);
                 }
             }
         }
@@ -362,9 +363,7 @@ impl Series {
             if t >= start {
                 let w = plan.n_sliding + c;
                 let sums = &mut self.sums[w * k..(w + 1) * k];
-                for &(part, v) in parts {
-                    sums[part] = sums[part].wrapping_add(v);
-                }
+                add_to(sums, parts);
             }
         }
     }
@@ -382,6 +381,12 @@ impl Series {
     /// True when no window holds anything and no bucket can come back.
     pub fn is_empty(&self) -> bool {
         self.sums.iter().all(|&s| s == 0)
+    }
+}
+
+fn add_to(sums: &mut [i64], parts: &[(usize, i64)]) {
+    for &(part, v) in parts {
+        sums[part] = sums[part].wrapping_add(v);
     }
 }
 
