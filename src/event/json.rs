@@ -13,7 +13,8 @@
 //! - a known field given twice is an error (an unknown one may repeat);
 //! - a number too large for an `f64` in a known field is an error.
 //!
-//! The caller has checked that the text is UTF-8 and how deep it nests.
+//! Nesting deeper than the configured limit stops the scan as soon as it is
+//! met ([`Stop::TooDeep`]). The text is a `&str`: UTF-8 was checked first.
 
 use std::borrow::Cow;
 
