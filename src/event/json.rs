@@ -342,40 +342,14 @@ impl<'a> Scanner<'a> {
     /// an `i64` is exact; any other number is the nearest `f64`.
     fn number(&mut self) -> R<Tok<'a>> {
         let start = self.i;
-        let negative = self.peek() == Some(b'-');
-        if negative {
-            self.i += 1;
-        }
-        let int_start = self.i;
-        match self.peek() {
-            Some(b'0') => self.i += 1,
-            Some(b'1'..=b'9') => {
-                self.digits();
-            }
-            _ => return Err(Invalid(self.i)),
-        }
-        let int_end = self.i;
-        let mut float = false;
-        if self.peek() == Some(b'.') {
-            self.i += 1;
-            if !self.digits() {
-                return Err(Invalid(self.i));
-            }
-            float = true;
-        }
-        if let Some(b'e' | b'E') = self.peek() {
-            self.i += 1;
-            if let Some(b'+' | b'-') = self.peek() {
-                self.i += 1;
-            }
-            if !self.digits() {
-                return Err(Invalid(self.i));
-            }
-            float = true;
-        }
+        let float = self.skip_number()?;
         let raw = &self.text[start..self.i];
         if !float {
-            if let Ok(magnitude) = self.text[int_start..int_end].parse::<u64>() {
+            let (negative, digits) = match raw.strip_prefix('-') {
+                Some(digits) => (true, digits),
+                None => (false, raw),
+            };
+            if let Ok(magnitude) = digits.parse::<u64>() {
                 return Ok(if !negative {
                     i64::try_from(magnitude).map_or(Tok::Float(magnitude as f64), Tok::Int)
                 } else {
@@ -407,7 +381,9 @@ impl<'a> Scanner<'a> {
                     self.i += 1;
                     self.string(false)?;
                 }
-                Some(b'-' | b'0'..=b'9') => self.skip_number()?,
+                Some(b'-' | b'0'..=b'9') => {
+                    self.skip_number()?;
+                }
                 Some(b'n') => self.literal(b"null")?,
                 Some(b't') => self.literal(b"true")?,
                 Some(b'f') => self.literal(b"false")?,
@@ -470,7 +446,9 @@ impl<'a> Scanner<'a> {
         Ok(())
     }
 
-    fn skip_number(&mut self) -> R<()> {
+    /// Moves past a number, checking its grammar; true when it has a
+    /// fraction or an exponent.
+    fn skip_number(&mut self) -> R<bool> {
         if self.peek() == Some(b'-') {
             self.i += 1;
         }
@@ -481,11 +459,13 @@ impl<'a> Scanner<'a> {
             }
             _ => return Err(Invalid(self.i)),
         }
+        let mut float = false;
         if self.peek() == Some(b'.') {
             self.i += 1;
             if !self.digits() {
                 return Err(Invalid(self.i));
             }
+            float = true;
         }
         if let Some(b'e' | b'E') = self.peek() {
             self.i += 1;
@@ -495,8 +475,9 @@ impl<'a> Scanner<'a> {
             if !self.digits() {
                 return Err(Invalid(self.i));
             }
+            float = true;
         }
-        Ok(())
+        Ok(float)
     }
 }
 
