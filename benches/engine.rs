@@ -5,8 +5,11 @@
 //!   (`id`, `type`, `occurred_at`), the baseline.
 //! - `replay/parse_validate`: parsing and validation alone, to show how
 //!   the whole path divides.
-//! - `replay/parse_validate_apply`: the whole replay path per line, in the
-//!   same run, so the two can be compared as a ratio.
+//! - `replay/parse_validate_apply`: the whole replay path, as `kpistream
+//!   replay` runs it (`Processor::process_run`), in the same run as the
+//!   baseline, so the two can be compared as a ratio.
+//! - `replay/parse_validate_apply_each`: the same, one message at a time
+//!   (`Processor::process`), as the Kafka consumer runs it.
 //!
 //! The event file is made by the simulator (seed 7, with faults) and cached
 //! under `target/`; `KPISTREAM_BENCH_EVENTS` sets its size (default 1e6).
@@ -145,6 +148,18 @@ fn replay(c: &mut Criterion) {
         })
     });
     group.bench_function("parse_validate_apply", |b| {
+        b.iter_batched(
+            || Processor::new(cfg.clone()),
+            |mut p| {
+                p.process_run(&lines, 0, |o| {
+                    black_box(o);
+                });
+                p
+            },
+            BatchSize::PerIteration,
+        )
+    });
+    group.bench_function("parse_validate_apply_each", |b| {
         b.iter_batched(
             || Processor::new(cfg.clone()),
             |mut p| {

@@ -6,7 +6,7 @@ use std::io::BufRead;
 use crate::config::{ClockMode, EngineConfig};
 use crate::crm::Format;
 use crate::kpi::{self, Filter, Layout};
-use crate::processor::{Counts, Outcome, Processor};
+use crate::processor::{Counts, Outcome, Processor, RUN};
 
 /// Runs every line of `input` through one processor and returns the KPI
 /// document with its `outcomes`. Empty lines are not messages and are skipped.
@@ -27,8 +27,8 @@ pub fn replay_format(
     cfg.clock = ClockMode::Event;
     let layout = Layout::new(&cfg);
     let mut p = Processor::new(cfg).with_format(format);
-    for_each_line(input, |line| {
-        p.process_each(line, 0, |outcome| {
+    for_each_run(input, RUN, |lines| {
+        p.process_run(lines, 0, |outcome| {
             if let Outcome::Rejected(r) = outcome {
                 tracing::debug!(reason = %r.reason, detail = %r.detail, "rejected");
             }
@@ -42,22 +42,46 @@ pub fn replay_format(
 
 /// Calls `f` with each line of `input`, without its line ending, reusing one
 /// buffer. Lines that are not UTF-8 are passed as they are.
-pub fn for_each_line(mut input: impl BufRead, mut f: impl FnMut(&[u8])) -> std::io::Result<()> {
-    let mut buf = Vec::with_capacity(4096);
+pub fn for_each_line(input: impl BufRead, mut f: impl FnMut(&[u8])) -> std::io::Result<()> {
+    for_each_run(input, 1, |lines| lines.iter().for_each(|l| f(l)))
+}
+
+/// As [`for_each_line`], `f` called with up to `n` lines at a time, in
+/// order, reusing its buffers.
+pub fn for_each_run(
+    mut input: impl BufRead,
+    n: usize,
+    mut f: impl FnMut(&[&[u8]]),
+) -> std::io::Result<()> {
+    let mut buf = Vec::with_capacity(4096 * n);
+    let mut ends: Vec<(usize, usize)> = Vec::with_capacity(n);
     loop {
         buf.clear();
-        if input.read_until(b'\n', &mut buf)? == 0 {
+        ends.clear();
+        let mut eof = false;
+        while ends.len() < n.max(1) {
+            let start = buf.len();
+            if input.read_until(b'\n', &mut buf)? == 0 {
+                eof = true;
+                break;
+            }
+            let mut line = &buf[start..];
+            if let Some(l) = line.strip_suffix(b"\n") {
+                line = l;
+            }
+            if let Some(l) = line.strip_suffix(b"\r") {
+                line = l;
+            }
+            if !line.is_empty() {
+                ends.push((start, start + line.len()));
+            }
+        }
+        let lines: Vec<&[u8]> = ends.iter().map(|&(a, b)| &buf[a..b]).collect();
+        if !lines.is_empty() {
+            f(&lines);
+        }
+        if eof {
             return Ok(());
-        }
-        let mut line = buf.as_slice();
-        if let Some(l) = line.strip_suffix(b"\n") {
-            line = l;
-        }
-        if let Some(l) = line.strip_suffix(b"\r") {
-            line = l;
-        }
-        if !line.is_empty() {
-            f(line);
         }
     }
 }

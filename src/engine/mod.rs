@@ -434,6 +434,17 @@ impl Engine {
         self.is_duplicate_key(key(id))
     }
 
+    /// Reads, and so brings into cache, what applying a message with this
+    /// id and lead will look up first. Changes nothing.
+    pub fn warm(&self, id: Option<Key>, lead: Option<&str>) {
+        if let Some(id) = id {
+            std::hint::black_box(self.dedup.seen.get(&id));
+        }
+        if let Some(lead) = lead {
+            std::hint::black_box(self.leads.get(&key(lead)));
+        }
+    }
+
     /// As [`Engine::is_duplicate`], for an [`id_key`].
     pub fn is_duplicate_key(&self, id: Key) -> bool {
         self.dedup

@@ -246,6 +246,17 @@ pub enum Body<'a> {
 }
 
 impl Body<'_> {
+    /// The lead this event names, if any.
+    pub fn lead(&self) -> Option<&str> {
+        match self {
+            Body::LeadCreated { lead } | Body::LeadConverted { lead } => Some(lead),
+            Body::CallLogged { lead, .. }
+            | Body::EmailSent { lead }
+            | Body::MeetingScheduled { lead, .. } => lead.as_deref(),
+            _ => None,
+        }
+    }
+
     /// The deal this event is about, for `deal.*` events.
     pub fn deal(&self) -> Option<&str> {
         match self {
