@@ -128,8 +128,8 @@ struct Book {
 
 const NONE: u32 = u32::MAX;
 
-/// A contribution of nothing, to pad a fixed-size list of parts (adding
-/// zero is skipped).
+/// A contribution of nothing, to pad a fixed-size list of parts: adding
+/// zero changes no sum, and [`Series::add_many`] does not store it.
 const NO_PART: (usize, i64) = (0, 0);
 
 impl Book {
