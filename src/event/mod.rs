@@ -398,7 +398,7 @@ fn req_str<'a>(v: Tok<'a>, field: &str, max_len: usize) -> R<Cow<'a, str>> {
 
 macro_rules! kinds {
     ($($variant:ident = $name:literal,)*) => {
-        /// The event types of events.md.
+        /// The event types of events.md; any other is ignored, not rejected.
         #[derive(Debug, Clone, Copy, PartialEq, Eq)]
         enum Kind {
             $($variant,)*
@@ -412,9 +412,6 @@ macro_rules! kinds {
                 }
             }
         }
-
-        /// Every event type of events.md; any other is ignored, not rejected.
-        pub const KNOWN_TYPES: [&str; [$($name,)*].len()] = [$($name,)*];
     };
 }
 
