@@ -12,7 +12,7 @@ use std::io::BufReader;
 
 use serde_json::{json, Value};
 
-use common::{fixture, fixture_lines, num};
+use common::{fixture, fixture_lines, num, replay_command};
 use kpistream::config::{Overrides, Settings};
 use kpistream::crm::{Adapted, Adapter, Format};
 use kpistream::processor::{Outcome, Processor};
@@ -240,19 +240,14 @@ fn salesforce_change_events_map_to_the_expected_events_and_kpis() {
 /// `kpistream replay --format` runs the same adapter.
 #[test]
 fn the_replay_command_takes_a_format() {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_kpistream"))
-        .args(["replay", "--format", "pipedrive", "--config"])
-        .arg(fixture("crm/crm.toml"))
-        .arg("--input")
-        .arg(fixture("crm/pipedrive.ndjson"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let doc = replay_command([
+        "--format".into(),
+        "pipedrive".into(),
+        "--config".into(),
+        fixture("crm/crm.toml"),
+        "--input".into(),
+        fixture("crm/pipedrive.ndjson"),
+    ]);
     assert_eq!(
         doc["outcomes"],
         json!({"applied": 9, "duplicate": 1, "ignored": 4, "rejected": 2})

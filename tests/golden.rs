@@ -9,7 +9,7 @@ use std::process::Command;
 
 use serde_json::Value;
 
-use common::{assert_json_close, fixture};
+use common::{assert_json_close, fixture, replay_command};
 use kpistream::config::{Overrides, Settings};
 
 fn expected() -> Value {
@@ -69,19 +69,12 @@ fn library_replay_reproduces_the_golden_document() {
 
 #[test]
 fn replay_command_reproduces_the_golden_document() {
-    let out = Command::new(env!("CARGO_BIN_EXE_kpistream"))
-        .args(["replay", "--input"])
-        .arg(fixture("golden/events.ndjson"))
-        .arg("--teams")
-        .arg(fixture("golden/teams.json"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let doc = replay_command([
+        "--input".into(),
+        fixture("golden/events.ndjson"),
+        "--teams".into(),
+        fixture("golden/teams.json"),
+    ]);
     check(&doc);
 }
 

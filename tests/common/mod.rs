@@ -28,6 +28,22 @@ pub fn fixture(name: &str) -> PathBuf {
         .join(name)
 }
 
+/// Runs `kpistream replay` with `args` and returns the document it prints;
+/// fails the test with the command's stderr if it fails.
+pub fn replay_command<S: AsRef<std::ffi::OsStr>>(args: impl IntoIterator<Item = S>) -> Value {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_kpistream"))
+        .arg("replay")
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
 /// Feeds messages (JSON text) to a fresh processor; returns it.
 pub fn feed(cfg: EngineConfig, msgs: &[String]) -> (Processor, Vec<Outcome>) {
     let mut p = Processor::new(cfg);
