@@ -524,8 +524,91 @@ fn too_deep(max: usize) -> Rejection {
 
 /// RFC 3339 with an offset, to microseconds since the epoch.
 pub fn parse_timestamp(s: &str) -> Option<i64> {
+    if let Some(t) = canonical_timestamp(s.as_bytes()) {
+        return Some(t);
+    }
     let dt = chrono::DateTime::parse_from_rfc3339(s).ok()?;
     dt.timestamp_micros().into()
+}
+
+/// The common shape of a timestamp, read without chrono (which costs a
+/// tenth of parsing a whole message): `YYYY-MM-DDTHH:MM:SS`, an optional
+/// fraction of one to nine digits, then `Z` or `+HH:MM`/`-HH:MM`, every
+/// field in range and the second below 60. Anything else is `None`, and
+/// left to chrono, so this never accepts what chrono refuses nor reads a
+/// value chrono would read differently (a property test holds the two
+/// together).
+fn canonical_timestamp(b: &[u8]) -> Option<i64> {
+    fn num(b: &[u8]) -> Option<i64> {
+        b.iter().try_fold(0i64, |n, &c| {
+            c.is_ascii_digit().then(|| n * 10 + i64::from(c - b'0'))
+        })
+    }
+    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || b[10] != b'T' {
+        return None;
+    }
+    if b[13] != b':' || b[16] != b':' {
+        return None;
+    }
+    let (year, month, day) = (num(&b[..4])?, num(&b[5..7])?, num(&b[8..10])?);
+    let (hour, minute, second) = (num(&b[11..13])?, num(&b[14..16])?, num(&b[17..19])?);
+    let leap = year % 4 == 0 && (year % 100 != 0 || year % 400 == 0);
+    let month_days = [
+        31,
+        if leap { 29 } else { 28 },
+        31,
+        30,
+        31,
+        30,
+        31,
+        31,
+        30,
+        31,
+        30,
+        31,
+    ];
+    if year < 1 || !(1..=12).contains(&month) || day < 1 || day > month_days[month as usize - 1] {
+        return None;
+    }
+    if hour > 23 || minute > 59 || second > 59 {
+        return None;
+    }
+    let mut rest = &b[19..];
+    let mut micros = 0;
+    if let [b'.', frac @ ..] = rest {
+        let digits = frac.iter().take_while(|c| c.is_ascii_digit()).count();
+        if !(1..=9).contains(&digits) {
+            return None;
+        }
+        let kept = digits.min(6);
+        micros = num(&frac[..kept])? * 10i64.pow(6 - kept as u32);
+        rest = &frac[digits..];
+    }
+    let offset = match rest {
+        [b'Z'] => 0,
+        [sign @ (b'+' | b'-'), h1, h2, b':', m1, m2] => {
+            let (h, m) = (num(&[*h1, *h2])?, num(&[*m1, *m2])?);
+            if h > 23 || m > 59 {
+                return None;
+            }
+            let o = (h * 60 + m) * 60;
+            if *sign == b'-' {
+                -o
+            } else {
+                o
+            }
+        }
+        _ => return None,
+    };
+    // Days since 1970-01-01 in the proleptic Gregorian calendar
+    // (H. Hinnant's days_from_civil).
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * ((month + 9) % 12) + 2) / 5 + day - 1;
+    let days = era * 146_097 + yoe * 365 + yoe / 4 - yoe / 100 + doy - 719_468;
+    let seconds = days * 86_400 + hour * 3_600 + minute * 60 + second - offset;
+    Some(seconds * 1_000_000 + micros)
 }
 
 /// Formats microseconds since the epoch as RFC 3339 UTC with microseconds.
@@ -780,6 +863,84 @@ fn validate<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    fn by_chrono(s: &str) -> Option<i64> {
+        let dt = chrono::DateTime::parse_from_rfc3339(s).ok()?;
+        Some(dt.timestamp_micros())
+    }
+
+    /// Timestamps near the canonical shape: fields one past their ranges,
+    /// leap days, leap seconds, long fractions, other separators and
+    /// offsets, lowercase letters.
+    fn near_canonical() -> impl Strategy<Value = String> {
+        let frac = prop_oneof![Just(String::new()), Just(".".to_string()), "\\.[0-9]{1,12}",];
+        let offset = prop_oneof![
+            Just("Z".to_string()),
+            Just("z".to_string()),
+            Just(String::new()),
+            (prop::sample::select(vec!['+', '-']), 0u32..26, 0u32..62)
+                .prop_map(|(s, h, m)| format!("{s}{h:02}:{m:02}")),
+            Just("+0100".to_string()),
+        ];
+        (
+            prop_oneof![
+                0u32..3,
+                1899u32..1901,
+                1969u32..1971,
+                1999u32..2101,
+                9998u32..10000
+            ],
+            0u32..14,
+            0u32..33,
+            prop::sample::select(vec!['T', 't', ' ', '_']),
+            (0u32..25, 0u32..61, 0u32..62),
+            frac,
+            offset,
+        )
+            .prop_map(|(y, mo, d, sep, (h, mi, s), frac, off)| {
+                format!("{y:04}-{mo:02}-{d:02}{sep}{h:02}:{mi:02}:{s:02}{frac}{off}")
+            })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(20_000))]
+
+        #[test]
+        fn timestamps_read_as_chrono_reads_them(s in near_canonical()) {
+            prop_assert_eq!(parse_timestamp(&s), by_chrono(&s), "{}", s);
+        }
+
+        #[test]
+        fn any_text_reads_as_chrono_reads_it(s in "[0-9T:.Z+-]{18,32}") {
+            prop_assert_eq!(parse_timestamp(&s), by_chrono(&s), "{}", s);
+        }
+    }
+
+    #[test]
+    fn the_canonical_shape_is_read_without_chrono() {
+        for (s, expected) in [
+            ("1970-01-01T00:00:00Z", 0),
+            ("1969-12-31T23:59:59.999999Z", -1),
+            ("2024-02-29T12:00:00.5+01:30", 1_709_202_600_500_000),
+            ("2000-03-01T00:00:00.123456789-00:00", 951_868_800_123_456),
+            ("0001-01-01T00:00:00Z", -62_135_596_800_000_000),
+            ("9999-12-31T23:59:59Z", 253_402_300_799_000_000),
+        ] {
+            assert_eq!(canonical_timestamp(s.as_bytes()), Some(expected), "{s}");
+            assert_eq!(by_chrono(s), Some(expected), "{s}");
+        }
+        for s in [
+            "2023-02-29T00:00:00Z",
+            "2026-01-01T00:00:60Z",
+            "2026-01-01t00:00:00Z",
+            "2026-01-01T00:00:00.Z",
+            "2026-01-01T00:00:00.1234567890Z",
+            "2026-01-01T00:00:00+24:00",
+        ] {
+            assert_eq!(canonical_timestamp(s.as_bytes()), None, "{s}");
+        }
+    }
 
     fn opts() -> ParseOptions {
         ParseOptions {
