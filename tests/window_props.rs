@@ -65,6 +65,8 @@ enum Op {
     Add { back: i64, part: usize, v: i64 },
     /// Retract the n-th earlier addition (modulo the number made).
     Retract(usize),
+    /// Carry on with the series as a snapshot restores it.
+    Restore,
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -76,6 +78,7 @@ fn op() -> impl Strategy<Value = Op> {
             v
         }),
         any::<usize>().prop_map(Op::Retract),
+        Just(Op::Restore),
     ]
 }
 
@@ -106,6 +109,12 @@ proptest! {
                     live.push((t, part, -v));
                 }
                 Op::Retract(_) => {}
+                Op::Restore => {
+                    let bytes = postcard::to_allocvec(&series).unwrap();
+                    let restored: Series = postcard::from_bytes(&bytes).unwrap();
+                    prop_assert_eq!(&restored, &series);
+                    series = restored;
+                }
             }
             series.advance(&plan, &clock);
             for w in 0..plan.n_windows {
