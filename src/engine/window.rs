@@ -320,6 +320,20 @@ impl Series {
     pub fn add_many(&mut self, plan: &WindowPlan, clock: &Clock, t: i64, parts: &[(usize, i64)]) {
         debug_assert!(t <= clock.now, "a contribution from the future");
         debug_assert!(parts.iter().all(|&(p, _)| p < plan.parts));
+        // Drop the zero values first, without a branch on each: every one
+        // would otherwise be added to a bucket and every window for nothing
+        // (a call that is not a first touch pads four).
+        let mut kept = [(0, 0); 8];
+        let parts = if parts.len() <= kept.len() {
+            let mut n = 0;
+            for &(p, v) in parts {
+                kept[n] = (p, v);
+                n += usize::from(v != 0);
+            }
+            &kept[..n]
+        } else {
+            parts
+        };
         self.advance(plan, clock);
         let k = plan.parts;
         for (r, (ring, rp)) in self.rings.iter_mut().zip(&plan.rings).enumerate() {
