@@ -539,35 +539,37 @@ pub fn parse_timestamp(s: &str) -> Option<i64> {
 /// value chrono would read differently (a property test holds the two
 /// together).
 fn canonical_timestamp(b: &[u8]) -> Option<i64> {
-    fn num(b: &[u8]) -> Option<i64> {
-        b.iter().try_fold(0i64, |n, &c| {
-            c.is_ascii_digit().then(|| n * 10 + i64::from(c - b'0'))
-        })
-    }
-    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || b[10] != b'T' {
+    let head: &[u8; 19] = b.get(..19)?.try_into().ok()?;
+    if head[4] != b'-'
+        || head[7] != b'-'
+        || head[10] != b'T'
+        || head[13] != b':'
+        || head[16] != b':'
+    {
         return None;
     }
-    if b[13] != b':' || b[16] != b':' {
+    // Every digit position checked at once, without a branch per digit.
+    let mut d = [0i64; 19];
+    let mut bad = false;
+    for i in [0, 1, 2, 3, 5, 6, 8, 9, 11, 12, 14, 15, 17, 18] {
+        let x = head[i].wrapping_sub(b'0');
+        bad |= x > 9;
+        d[i] = i64::from(x);
+    }
+    if bad {
         return None;
     }
-    let (year, month, day) = (num(&b[..4])?, num(&b[5..7])?, num(&b[8..10])?);
-    let (hour, minute, second) = (num(&b[11..13])?, num(&b[14..16])?, num(&b[17..19])?);
+    let year = d[0] * 1000 + d[1] * 100 + d[2] * 10 + d[3];
+    let (month, day) = (d[5] * 10 + d[6], d[8] * 10 + d[9]);
+    let (hour, minute, second) = (d[11] * 10 + d[12], d[14] * 10 + d[15], d[17] * 10 + d[18]);
     let leap = year % 4 == 0 && (year % 100 != 0 || year % 400 == 0);
-    let month_days = [
-        31,
-        if leap { 29 } else { 28 },
-        31,
-        30,
-        31,
-        30,
-        31,
-        31,
-        30,
-        31,
-        30,
-        31,
-    ];
-    if year < 1 || !(1..=12).contains(&month) || day < 1 || day > month_days[month as usize - 1] {
+    let month_days = match month {
+        2 if leap => 29,
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        _ => 31,
+    };
+    if year < 1 || !(1..=12).contains(&month) || day < 1 || day > month_days {
         return None;
     }
     if hour > 23 || minute > 59 || second > 59 {
@@ -576,18 +578,24 @@ fn canonical_timestamp(b: &[u8]) -> Option<i64> {
     let mut rest = &b[19..];
     let mut micros = 0;
     if let [b'.', frac @ ..] = rest {
+        const SCALE: [i64; 6] = [100_000, 10_000, 1_000, 100, 10, 1];
         let digits = frac.iter().take_while(|c| c.is_ascii_digit()).count();
         if !(1..=9).contains(&digits) {
             return None;
         }
-        let kept = digits.min(6);
-        micros = num(&frac[..kept])? * 10i64.pow(6 - kept as u32);
+        for (c, scale) in frac.iter().zip(SCALE).take(digits) {
+            micros += i64::from(c - b'0') * scale;
+        }
         rest = &frac[digits..];
     }
     let offset = match rest {
         [b'Z'] => 0,
         [sign @ (b'+' | b'-'), h1, h2, b':', m1, m2] => {
-            let (h, m) = (num(&[*h1, *h2])?, num(&[*m1, *m2])?);
+            let [h1, h2, m1, m2] = [h1, h2, m1, m2].map(|c| i64::from(c.wrapping_sub(b'0')));
+            if [h1, h2, m1, m2].iter().any(|&x| x > 9) {
+                return None;
+            }
+            let (h, m) = (h1 * 10 + h2, m1 * 10 + m2);
             if h > 23 || m > 59 {
                 return None;
             }
