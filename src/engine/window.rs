@@ -288,12 +288,20 @@ impl Series {
                     let sums = &mut self.sums[w * k..(w + 1) * k];
                     let to = (new_head - n).min(old);
                     let mut b = old - n + 1;
+                    // The slot index steps with the bucket: one division
+                    // for the run, not one per bucket (a rep idle for half
+                    // an hour passes thirty buckets of the minute ring).
+                    let mut i = b.rem_euclid(rp.len) as usize;
                     while b <= to {
-                        let slot = &ring.slots[b.rem_euclid(rp.len) as usize];
+                        let slot = &ring.slots[i];
                         if slot.bucket == b {
                             slot.deltas.subtract_from(sums);
                         }
                         b += 1;
+                        i += 1;
+                        if i == ring.slots.len() {
+                            i = 0;
+                        }
                     }
                 }
             }
