@@ -147,16 +147,12 @@ pub(super) fn scan(text: &str, max_depth: usize) -> R<Fields<'_>> {
         loop {
             s.ws();
             let at = s.i;
-            s.eat(b'"')?;
-            let (key, escaped) = s.string(true)?;
+            let (key, escaped) = s.key(true)?;
             let field = if escaped {
                 Field::of(unescape(key).as_bytes())
             } else {
                 Field::of(key.as_bytes())
             };
-            s.ws();
-            s.eat(b':')?;
-            s.ws();
             match field {
                 Some(f) => {
                     if fields.0[f as usize] != Tok::Absent {
@@ -430,7 +426,6 @@ impl<'a> Scanner<'a> {
                         if object {
                             self.key(keys_strict && open.len() == 1)?;
                         }
-                        self.ws();
                         continue;
                     }
                 }
@@ -447,7 +442,6 @@ impl<'a> Scanner<'a> {
                         self.ws();
                         if object {
                             self.key(keys_strict && open.len() == 1)?;
-                            self.ws();
                         }
                         break;
                     }
@@ -463,14 +457,15 @@ impl<'a> Scanner<'a> {
         }
     }
 
-    /// An object key and its colon, inside a skipped value.
-    fn key(&mut self, strict: bool) -> R<()> {
+    /// An object key, its colon and the whitespace after it: the key's raw
+    /// text, and whether it holds an escape.
+    fn key(&mut self, strict: bool) -> R<(&'a str, bool)> {
         self.eat(b'"')?;
-        self.string(strict)?;
+        let key = self.string(strict)?;
         self.ws();
         self.eat(b':')?;
         self.ws();
-        Ok(())
+        Ok(key)
     }
 
     /// Moves past a number, checking its grammar; true when it has a
