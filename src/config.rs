@@ -18,6 +18,10 @@ pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
 /// Microseconds in a second.
 pub const SECOND: i64 = 1_000_000;
 
+/// The most sliding windows `windows.sliding` may list (the engine keeps
+/// one bit per window when adding).
+pub const MAX_SLIDING: usize = 32;
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("configuration: {0}")]
@@ -663,6 +667,15 @@ impl Settings {
                 ))
             }
         };
+        if raw.windows.sliding.len() > MAX_SLIDING {
+            return Err(invalid(
+                "windows.sliding",
+                format!(
+                    "{} windows listed, at most {MAX_SLIDING} are supported",
+                    raw.windows.sliding.len()
+                ),
+            ));
+        }
         let mut sliding = Vec::new();
         for (i, spec) in raw.windows.sliding.iter().enumerate() {
             let key = format!("windows.sliding[{i}]");
@@ -1350,6 +1363,25 @@ mod tests {
             let err = load_env(vars).unwrap_err().to_string();
             assert!(err.contains(&format!("`{key}`")), "{err} should name {key}");
         }
+    }
+
+    #[test]
+    fn at_most_32_sliding_windows() {
+        let list = |n: usize| {
+            (1..=n)
+                .map(|m| format!("{m}m/1m"))
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        let s = load_env(&[("KPISTREAM__WINDOWS__SLIDING", &list(MAX_SLIDING))]).unwrap();
+        assert_eq!(s.engine.sliding.len(), 32);
+        let err = load_env(&[("KPISTREAM__WINDOWS__SLIDING", &list(MAX_SLIDING + 1))])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("`windows.sliding`") && err.contains("33 windows listed, at most 32"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -29,7 +29,8 @@ use crate::processor::{Counts, Processor};
 
 const MAGIC: &[u8; 8] = b"KPISNAP\0";
 /// The current format; older formats get a migration here when they exist.
-pub const FORMAT: u32 = 3;
+/// 4: window sums stored part-major, eight windows to a lane.
+pub const FORMAT: u32 = 4;
 const HEADER: usize = 8 + 4 + 8 + 8;
 
 #[derive(Debug, thiserror::Error)]

@@ -82,53 +82,87 @@ fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
+/// Eleven windows: sums of a part span two lanes of eight.
+fn many_windows() -> EngineConfig {
+    let mut cfg = small_windows();
+    for (minutes, granularity) in [(20, 1), (30, 5), (90, 15), (240, 60), (360, 30)] {
+        cfg.sliding.push(Sliding {
+            name: format!("{minutes}m"),
+            length: minutes * MIN,
+            granularity: granularity * MIN,
+        });
+    }
+    cfg
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(256))]
 
     #[test]
     fn series_sums_equal_a_naive_recount(ops in prop::collection::vec(op(), 1..200)) {
-        let cfg = small_windows();
-        let plan = WindowPlan::new(&cfg, 3);
-        let mut clock = Clock::new(&plan);
-        clock.set(&plan, BASE);
-        let mut series = Series::new(&plan, &clock);
-        let mut live: Vec<(i64, usize, i64)> = Vec::new();
-        let mut made: Vec<(i64, usize, i64)> = Vec::new();
-        for op in ops {
-            match op {
-                Op::Advance(s) => clock.set(&plan, clock.now + s * SECOND),
-                Op::Add { back, part, v } => {
-                    let t = clock.now - back * SECOND;
-                    series.add(&plan, &clock, t, part, v);
-                    live.push((t, part, v));
-                    made.push((t, part, v));
-                }
-                Op::Retract(n) if !made.is_empty() => {
-                    let (t, part, v) = made[n % made.len()];
-                    series.add(&plan, &clock, t, part, -v);
-                    live.push((t, part, -v));
-                }
-                Op::Retract(_) => {}
-                Op::Restore => {
-                    let bytes = postcard::to_allocvec(&series).unwrap();
-                    let restored: Series = postcard::from_bytes(&bytes).unwrap();
-                    prop_assert_eq!(&restored, &series);
-                    series = restored;
-                }
+        recount(small_windows(), ops)?;
+    }
+
+    #[test]
+    fn series_sums_equal_a_naive_recount_past_eight_windows(
+        ops in prop::collection::vec(op(), 1..200)
+    ) {
+        let cfg = many_windows();
+        prop_assert_eq!(cfg.sliding.len() + cfg.calendar.len(), 11);
+        recount(cfg, ops)?;
+    }
+}
+
+/// Runs `ops` on a series and checks every window's sums against a naive
+/// recount after each one.
+fn recount(cfg: EngineConfig, ops: Vec<Op>) -> Result<(), TestCaseError> {
+    let plan = WindowPlan::new(&cfg, 3);
+    let mut clock = Clock::new(&plan);
+    clock.set(&plan, BASE);
+    let mut series = Series::new(&plan, &clock);
+    let mut live: Vec<(i64, usize, i64)> = Vec::new();
+    let mut made: Vec<(i64, usize, i64)> = Vec::new();
+    for op in ops {
+        match op {
+            Op::Advance(s) => clock.set(&plan, clock.now + s * SECOND),
+            Op::Add { back, part, v } => {
+                let t = clock.now - back * SECOND;
+                series.add(&plan, &clock, t, part, v);
+                live.push((t, part, v));
+                made.push((t, part, v));
             }
-            series.advance(&plan, &clock);
-            for w in 0..plan.n_windows {
-                for part in 0..3 {
-                    let naive: i64 = live
-                        .iter()
-                        .filter(|(t, p, _)| *p == part && in_window(&cfg, w, *t, clock.now))
-                        .map(|(_, _, v)| v)
-                        .sum();
-                    prop_assert_eq!(series.window(&plan, w)[part], naive, "window {} part {}", w, part);
-                }
+            Op::Retract(n) if !made.is_empty() => {
+                let (t, part, v) = made[n % made.len()];
+                series.add(&plan, &clock, t, part, -v);
+                live.push((t, part, -v));
+            }
+            Op::Retract(_) => {}
+            Op::Restore => {
+                let bytes = postcard::to_allocvec(&series).unwrap();
+                let restored: Series = postcard::from_bytes(&bytes).unwrap();
+                prop_assert_eq!(&restored, &series);
+                series = restored;
+            }
+        }
+        series.advance(&plan, &clock);
+        for w in 0..plan.n_windows {
+            for part in 0..3 {
+                let naive: i64 = live
+                    .iter()
+                    .filter(|(t, p, _)| *p == part && in_window(&cfg, w, *t, clock.now))
+                    .map(|(_, _, v)| v)
+                    .sum();
+                prop_assert_eq!(
+                    series.window(&plan, w)[part],
+                    naive,
+                    "window {} part {}",
+                    w,
+                    part
+                );
             }
         }
     }
+    Ok(())
 }
 
 #[derive(Debug, Clone)]

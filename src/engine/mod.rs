@@ -1101,11 +1101,11 @@ impl Engine {
     pub fn decode(cfg: EngineConfig, bytes: &[u8]) -> Result<Self, postcard::Error> {
         let state: StateOwned = postcard::from_bytes(bytes)?;
         let mut e = Engine::new(cfg);
-        let parts = e.book.plan.parts * e.book.plan.n_windows;
+        let plan = &e.book.plan;
         if state
             .aggs
             .iter()
-            .any(|a| a.series.sums().len() != parts || a.gauges.len() != e.book.n_gauges)
+            .any(|a| !a.series.fits(plan) || a.gauges.len() != e.book.n_gauges)
         {
             return Err(postcard::Error::DeserializeBadEncoding);
         }
@@ -1158,10 +1158,12 @@ impl Engine {
             .iter_mut()
             .map(|a| {
                 a.series.advance(&book.plan, &book.clock);
+                let mut parts = Vec::with_capacity(book.plan.n_windows * book.plan.parts);
+                a.series.window_major(&book.plan, &mut parts);
                 Row {
                     rep: a.rep.map(|r| book.names.name(r).to_owned()),
                     team: a.team.map(|t| book.names.name(t).to_owned()),
-                    parts: a.series.sums().to_vec(),
+                    parts,
                     gauges: a.gauges.clone(),
                 }
             })

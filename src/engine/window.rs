@@ -25,6 +25,9 @@ pub struct WindowPlan {
     pub timezone: chrono_tz::Tz,
     /// Number of additive parts per window.
     pub parts: usize,
+    /// Lanes of eight windows each part's sums take: `n_windows / 8`
+    /// rounded up.
+    pub lanes: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -60,6 +63,7 @@ impl WindowPlan {
             n_sliding: cfg.sliding.len(),
             timezone: cfg.timezone,
             parts,
+            lanes: (cfg.sliding.len() + cfg.calendar.len()).div_ceil(LANE),
         }
     }
 }
@@ -79,6 +83,15 @@ pub struct Clock {
     head_start: Vec<i64>,
     head_slot: Vec<usize>,
 }
+
+/// Windows per lane: one part's running sums for eight windows fill one
+/// 64-byte cache line, so a contribution writes one line for all of them.
+pub const LANE: usize = 8;
+
+/// The running sums of one part for up to eight windows.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[repr(C, align(64))]
+struct Lane([i64; LANE]);
 
 /// Before any event: far in the past, but with room to subtract from.
 pub const DAWN: i64 = i64::MIN / 4;
@@ -222,16 +235,19 @@ impl Deltas {
         }
     }
 
-    /// Subtracts every delta from `sums`.
-    fn subtract_from(&self, sums: &mut [i64]) {
+    /// Subtracts every delta from window `w`'s sums.
+    fn subtract_from(&self, sums: &mut [Lane], lanes: usize, w: usize) {
+        let (l, i) = (w / LANE, w % LANE);
         match self {
             Deltas::Sparse(list) => {
                 for &(p, v) in list {
-                    sums[p as usize] = sums[p as usize].wrapping_sub(v);
+                    let s = &mut sums[p as usize * lanes + l].0[i];
+                    *s = s.wrapping_sub(v);
                 }
             }
             Deltas::Dense(d) => {
-                for (s, v) in sums.iter_mut().zip(d) {
+                for (p, v) in d.iter().enumerate() {
+                    let s = &mut sums[p * lanes + l].0[i];
                     *s = s.wrapping_sub(*v);
                 }
             }
@@ -251,8 +267,9 @@ struct Ring {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Series {
     rings: Vec<Ring>,
-    /// `n_windows * parts` running sums.
-    sums: Vec<i64>,
+    /// The running sums, part-major: part `p`'s sums for windows
+    /// `8l..8l + 8` are lane `p * plan.lanes + l`.
+    sums: Vec<Lane>,
     /// The calendar period start each calendar sum belongs to.
     periods: Vec<i64>,
 }
@@ -268,7 +285,7 @@ impl Series {
                     slots: Vec::new(),
                 })
                 .collect(),
-            sums: vec![0; plan.n_windows * plan.parts],
+            sums: vec![Lane::default(); plan.parts * plan.lanes],
             periods: clock.periods.iter().map(|p| p.0).collect(),
         }
     }
@@ -276,7 +293,7 @@ impl Series {
     /// Applies the expiry of every bucket that left a window since the last
     /// call, and starts new calendar periods.
     pub fn advance(&mut self, plan: &WindowPlan, clock: &Clock) {
-        let k = plan.parts;
+        let lanes = plan.lanes;
         for ((ring, rp), &new_head) in self.rings.iter_mut().zip(&plan.rings).zip(&clock.heads) {
             let old = ring.head;
             if new_head <= old {
@@ -285,7 +302,6 @@ impl Series {
             if !ring.slots.is_empty() {
                 for &(w, n) in &rp.windows {
                     // Buckets (old - n, min(new - n, old)] leave window w.
-                    let sums = &mut self.sums[w * k..(w + 1) * k];
                     let to = (new_head - n).min(old);
                     let mut b = old - n + 1;
                     // The slot index steps with the bucket: one division
@@ -295,7 +311,7 @@ impl Series {
                     while b <= to {
                         let slot = &ring.slots[i];
                         if slot.bucket == b {
-                            slot.deltas.subtract_from(sums);
+                            slot.deltas.subtract_from(&mut self.sums, lanes, w);
                         }
                         b += 1;
                         i += 1;
@@ -312,7 +328,9 @@ impl Series {
             if *period != start {
                 *period = start;
                 let w = plan.n_sliding + c;
-                self.sums[w * k..(w + 1) * k].fill(0);
+                for lane in self.sums.iter_mut().skip(w / LANE).step_by(lanes) {
+                    lane.0[w % LANE] = 0;
+                }
             }
         }
     }
@@ -344,6 +362,8 @@ impl Series {
         };
         self.advance(plan, clock);
         let k = plan.parts;
+        // Bit w: the contribution counts in window w.
+        let mut member = 0u64;
         for (r, (ring, rp)) in self.rings.iter_mut().zip(&plan.rings).enumerate() {
             let (b, slot_index) = if t >= clock.head_start[r] {
                 (ring.head, clock.head_slot[r])
@@ -375,40 +395,66 @@ impl Series {
                 }
             }
             for &(w, n) in &rp.windows {
-                if b > ring.head - n {
-                    let sums = &mut self.sums[w * k..(w + 1) * k];
-                    add_to(sums, parts);
-                }
+                member |= u64::from(b > ring.head - n) << w;
             }
         }
         for (c, &(start, _)) in clock.periods.iter().enumerate() {
-            if t >= start {
-                let w = plan.n_sliding + c;
-                let sums = &mut self.sums[w * k..(w + 1) * k];
-                add_to(sums, parts);
+            member |= u64::from(t >= start) << (plan.n_sliding + c);
+        }
+        let lanes = plan.lanes;
+        for l in 0..lanes {
+            let bits = (member >> (l * LANE)) as u8;
+            if bits == 0 {
+                continue;
+            }
+            // All ones where the window counts it: one masked add per
+            // window, which the compiler turns into a few vector adds.
+            let mask: [i64; LANE] = std::array::from_fn(|i| -i64::from((bits >> i) & 1));
+            for &(part, v) in parts {
+                let sums = &mut self.sums[part * lanes + l].0;
+                for (s, m) in sums.iter_mut().zip(mask) {
+                    *s = s.wrapping_add(v & m);
+                }
             }
         }
     }
 
-    /// The running sums of window `w`; call [`Series::advance`] first.
-    pub fn window(&self, plan: &WindowPlan, w: usize) -> &[i64] {
-        &self.sums[w * plan.parts..(w + 1) * plan.parts]
+    /// The running sums of window `w`, by part; call [`Series::advance`]
+    /// first.
+    pub fn window(&self, plan: &WindowPlan, w: usize) -> Vec<i64> {
+        let (l, i) = (w / LANE, w % LANE);
+        (0..plan.parts)
+            .map(|p| self.sums[p * plan.lanes + l].0[i])
+            .collect()
     }
 
-    /// All running sums, window-major; call [`Series::advance`] first.
-    pub fn sums(&self) -> &[i64] {
-        &self.sums
+    /// Appends all running sums to `out`, window-major (window `w`'s part
+    /// `p` at `w * plan.parts + p`); call [`Series::advance`] first.
+    pub fn window_major(&self, plan: &WindowPlan, out: &mut Vec<i64>) {
+        let (n, k) = (plan.n_windows, plan.parts);
+        let start = out.len();
+        out.resize(start + n * k, 0);
+        let out = &mut out[start..];
+        for (p, lanes) in self.sums.chunks_exact(plan.lanes).enumerate() {
+            for w in 0..n {
+                out[w * k + p] = lanes[w / LANE].0[w % LANE];
+            }
+        }
+    }
+
+    /// True when this series has the shape `plan` gives (a decoded one
+    /// might not).
+    pub fn fits(&self, plan: &WindowPlan) -> bool {
+        self.sums.len() == plan.parts * plan.lanes
+            && self.periods.len() == plan.calendars.len()
+            && self.rings.len() == plan.rings.len()
+            && (self.rings.iter().zip(&plan.rings))
+                .all(|(r, rp)| r.slots.is_empty() || r.slots.len() == rp.len as usize)
     }
 
     /// True when no window holds anything and no bucket can come back.
     pub fn is_empty(&self) -> bool {
-        self.sums.iter().all(|&s| s == 0)
-    }
-}
-
-fn add_to(sums: &mut [i64], parts: &[(usize, i64)]) {
-    for &(part, v) in parts {
-        sums[part] = sums[part].wrapping_add(v);
+        self.sums.iter().all(|s| s.0 == [0; LANE])
     }
 }
 
