@@ -319,7 +319,8 @@ pub fn parse_with<'a>(
             Err(e) => json_error(&e),
         });
     }
-    let mut fields = json::scan(text, opts.max_json_depth).map_err(|stop| match stop {
+    let mut fields = json::Fields::default();
+    json::scan(text, opts.max_json_depth, &mut fields).map_err(|stop| match stop {
         json::Stop::Invalid(at) => invalid_json(text, at),
         json::Stop::TooDeep => too_deep(opts.max_json_depth),
     })?;
