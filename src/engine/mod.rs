@@ -292,6 +292,9 @@ pub struct Sizes {
 pub struct Engine {
     cfg: EngineConfig,
     book: Book,
+    /// By rep name id: the team and aggregate of its last contribution (a
+    /// rep almost always books to one team), to skip a map lookup.
+    last_agg: Vec<(u32, u32)>,
     teams: Map<u32, u32>,
     unassigned: u32,
     /// `other`: where reps and teams past their limits are folded.
@@ -359,6 +362,7 @@ impl Engine {
         Engine {
             cfg,
             book,
+            last_agg: Vec::new(),
             teams,
             unassigned,
             other,
@@ -558,7 +562,23 @@ impl Engine {
             Some(t) => self.team_id(t),
             None => self.team_of(rep),
         };
-        (rep, self.book.agg(Some(rep), Some(team)))
+        (rep, self.agg_of(rep, team))
+    }
+
+    /// `book.agg` of (rep, team), through `last_agg`.
+    fn agg_of(&mut self, rep: u32, team: u32) -> u32 {
+        let i = rep as usize;
+        if let Some(&(t, agg)) = self.last_agg.get(i) {
+            if t == team {
+                return agg;
+            }
+        }
+        let agg = self.book.agg(Some(rep), Some(team));
+        if i >= self.last_agg.len() {
+            self.last_agg.resize(i + 1, (NONE, NONE));
+        }
+        self.last_agg[i] = (team, agg);
+        agg
     }
 
     fn apply(&mut self, ev: &Event<'_>) {
