@@ -37,6 +37,8 @@ pub struct RingPlan {
     pub len: i64,
     /// (window index, window length in buckets).
     pub windows: Vec<(usize, i64)>,
+    /// Bit w set for each window w on this ring.
+    pub mask: u64,
 }
 
 impl WindowPlan {
@@ -48,11 +50,13 @@ impl WindowPlan {
                 Some(r) => {
                     r.len = r.len.max(n);
                     r.windows.push((w, n));
+                    r.mask |= 1 << w;
                 }
                 None => rings.push(RingPlan {
                     granularity: s.granularity,
                     len: n,
                     windows: vec![(w, n)],
+                    mask: 1 << w,
                 }),
             }
         }
@@ -82,6 +86,9 @@ pub struct Clock {
     /// common contribution (in the head bucket) needs no division.
     head_start: Vec<i64>,
     head_slot: Vec<usize>,
+    /// Counts the moves of the heads and periods: a series last advanced
+    /// at this epoch has nothing to expire.
+    epoch: u64,
 }
 
 /// Windows per lane: one part's running sums for eight windows fill one
@@ -109,6 +116,7 @@ impl Clock {
             next_change: DAWN,
             head_start: vec![DAWN; plan.rings.len()],
             head_slot: vec![0; plan.rings.len()],
+            epoch: 0,
         };
         c.set(plan, DAWN);
         c
@@ -123,6 +131,7 @@ impl Clock {
         if now < self.next_change {
             return;
         }
+        self.epoch += 1;
         let mut next = i64::MAX;
         for (r, ring) in plan.rings.iter().enumerate() {
             let head = now.div_euclid(ring.granularity);
@@ -264,7 +273,7 @@ struct Ring {
 }
 
 /// The windowed sums of one (rep, team) pair.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Series {
     rings: Vec<Ring>,
     /// The running sums, part-major: part `p`'s sums for windows
@@ -272,6 +281,21 @@ pub struct Series {
     sums: Vec<Lane>,
     /// The calendar period start each calendar sum belongs to.
     periods: Vec<i64>,
+    /// The [`Clock`] epoch of the last advance; not kept in snapshots
+    /// (a restored series advances once more, which changes nothing).
+    #[serde(skip, default = "unadvanced")]
+    epoch: u64,
+}
+
+fn unadvanced() -> u64 {
+    u64::MAX
+}
+
+/// Equal state: the epoch of the last advance is a shortcut, not state.
+impl PartialEq for Series {
+    fn eq(&self, other: &Series) -> bool {
+        self.rings == other.rings && self.sums == other.sums && self.periods == other.periods
+    }
 }
 
 impl Series {
@@ -287,12 +311,21 @@ impl Series {
                 .collect(),
             sums: vec![Lane::default(); plan.parts * plan.lanes],
             periods: clock.periods.iter().map(|p| p.0).collect(),
+            epoch: clock.epoch,
         }
     }
 
     /// Applies the expiry of every bucket that left a window since the last
     /// call, and starts new calendar periods.
+    #[inline]
     pub fn advance(&mut self, plan: &WindowPlan, clock: &Clock) {
+        if self.epoch != clock.epoch {
+            self.expire(plan, clock);
+            self.epoch = clock.epoch;
+        }
+    }
+
+    fn expire(&mut self, plan: &WindowPlan, clock: &Clock) {
         let lanes = plan.lanes;
         for ((ring, rp), &new_head) in self.rings.iter_mut().zip(&plan.rings).zip(&clock.heads) {
             let old = ring.head;
@@ -365,11 +398,11 @@ impl Series {
         // Bit w: the contribution counts in window w.
         let mut member = 0u64;
         for (r, (ring, rp)) in self.rings.iter_mut().zip(&plan.rings).enumerate() {
-            let (b, slot_index) = if t >= clock.head_start[r] {
-                (ring.head, clock.head_slot[r])
+            let (b, slot_index, in_head) = if t >= clock.head_start[r] {
+                (ring.head, clock.head_slot[r], true)
             } else {
                 let b = t.div_euclid(rp.granularity);
-                (b, b.rem_euclid(rp.len) as usize)
+                (b, b.rem_euclid(rp.len) as usize, false)
             };
             if b > ring.head || b <= ring.head - rp.len {
                 continue;
@@ -394,8 +427,13 @@ impl Series {
                     slot.deltas.add(part, v, k);
                 }
             }
-            for &(w, n) in &rp.windows {
-                member |= u64::from(b > ring.head - n) << w;
+            if in_head {
+                // The head bucket is in every window of its ring.
+                member |= rp.mask;
+            } else {
+                for &(w, n) in &rp.windows {
+                    member |= u64::from(b > ring.head - n) << w;
+                }
             }
         }
         for (c, &(start, _)) in clock.periods.iter().enumerate() {
