@@ -6,8 +6,10 @@
 //! the sparse list of what was added to it, so that when the clock moves the
 //! bucket can be subtracted from each window it leaves. Adding a contribution
 //! costs O(rings + windows); moving the clock costs O(buckets passed), paid
-//! lazily when a series is next touched or read. All values are integers, so
-//! a retraction undoes an addition exactly and sums never drift.
+//! lazily when a series is next touched or read (and not even looked at when
+//! the clock's buckets have not moved since). A part's running sums for
+//! eight windows share one cache line. All values are integers, so a
+//! retraction undoes an addition exactly and sums never drift.
 
 use chrono::{Datelike, NaiveDate, TimeZone};
 use serde::{Deserialize, Serialize};
@@ -445,8 +447,8 @@ impl Series {
             if bits == 0 {
                 continue;
             }
-            // All ones where the window counts it: one masked add per
-            // window, which the compiler turns into a few vector adds.
+            // All ones where the window counts it: a masked add for each
+            // of the lane's windows, without a branch.
             let mask: [i64; LANE] = std::array::from_fn(|i| -i64::from((bits >> i) & 1));
             for &(part, v) in parts {
                 let sums = &mut self.sums[part * lanes + l].0;
