@@ -320,6 +320,18 @@ mod tests {
         let mut other = EngineConfig::on_event_clock();
         other.stages.push("legal".into());
         assert!(matches!(decode(&image, other), Err(SnapshotError::Layout)));
+        // A snapshot of the format before this one (window sums stored
+        // window-major) is refused, not misread.
+        let mut older = image.clone();
+        older[8..12].copy_from_slice(&3u32.to_le_bytes());
+        let err = decode(&older, EngineConfig::on_event_clock())
+            .err()
+            .unwrap();
+        assert!(matches!(err, SnapshotError::Format(3)));
+        assert_eq!(
+            err.to_string(),
+            "snapshot format 3 is not supported (this build reads 4)"
+        );
     }
 
     #[test]
