@@ -137,29 +137,57 @@ pub struct RenderStats {
 /// exact decimals (no float formatting).
 fn value(out: &mut String, unit: Unit, raw: i64) {
     match unit {
-        Unit::Count => {
-            let _ = write!(out, "{raw}");
-        }
+        Unit::Count => int(out, raw),
         Unit::Micro => micro(out, raw),
     }
 }
 
-fn micro(out: &mut String, raw: i64) {
-    let (sign, abs) = if raw < 0 {
-        ("-", raw.unsigned_abs())
-    } else {
-        ("", raw as u64)
-    };
-    let (int, frac) = (abs / 1_000_000, abs % 1_000_000);
-    if frac == 0 {
-        let _ = write!(out, "{sign}{int}");
-    } else {
-        let mut f = format!("{frac:06}");
-        while f.ends_with('0') {
-            f.pop();
-        }
-        let _ = write!(out, "{sign}{int}.{f}");
+/// Appends `n` in decimal, as `write!(out, "{n}")` would, without the
+/// formatting machinery: a scrape writes a million numbers.
+fn int(out: &mut String, n: i64) {
+    if n < 0 {
+        out.push('-');
     }
+    digits(out, n.unsigned_abs(), 1);
+}
+
+/// Appends `n` in decimal, zero-padded to at least `width` digits.
+fn digits(out: &mut String, mut n: u64, width: usize) {
+    let mut buf = [b'0'; 20];
+    let mut i = buf.len();
+    while n > 0 || buf.len() - i < width.max(1) {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+    }
+    out.push_str(std::str::from_utf8(&buf[i..]).expect("ascii digits"));
+}
+
+fn micro(out: &mut String, raw: i64) {
+    if raw < 0 {
+        out.push('-');
+    }
+    let abs = raw.unsigned_abs();
+    digits(out, abs / 1_000_000, 1);
+    let mut frac = abs % 1_000_000;
+    if frac != 0 {
+        // Six decimals, trailing zeros dropped.
+        let mut width = 6;
+        while frac % 10 == 0 {
+            frac /= 10;
+            width -= 1;
+        }
+        out.push('.');
+        digits(out, frac, width);
+    }
+}
+
+/// Appends `name{labels} `, the start of a sample line.
+fn sample(out: &mut String, name: &str, labels: &str) {
+    out.push_str(name);
+    out.push('{');
+    out.push_str(labels);
+    out.push_str("} ");
 }
 
 fn escape(v: &str) -> std::borrow::Cow<'_, str> {
@@ -224,7 +252,7 @@ pub fn render(layout: &Layout, view: &View, max_reps: usize, out: &mut String) -
         let unit = SCALARS[i].2;
         for (labels, Totals { parts, .. }) in win_labels.iter().zip(&values) {
             for (w, l) in labels.iter().enumerate() {
-                let _ = write!(out, "{name}{{{l}}} ");
+                sample(out, name, l);
                 value(out, unit, parts[w * n_parts + i]);
                 out.push('\n');
                 series += 1;
@@ -274,11 +302,27 @@ pub fn render(layout: &Layout, view: &View, max_reps: usize, out: &mut String) -
                     .enumerate()
                 {
                     cumulative += p[hist + b];
-                    let _ = writeln!(out, "{name}_bucket{{{l},le=\"{le}\"}} {cumulative}");
+                    out.push_str(name);
+                    out.push_str("_bucket{");
+                    out.push_str(l);
+                    out.push_str(",le=\"");
+                    out.push_str(le);
+                    out.push_str("\"} ");
+                    int(out, cumulative);
+                    out.push('\n');
                 }
-                let _ = write!(out, "{name}_sum{{{l}}} ");
+                out.push_str(name);
+                out.push_str("_sum{");
+                out.push_str(l);
+                out.push_str("} ");
                 micro(out, p[*sum]);
-                let _ = writeln!(out, "\n{name}_count{{{l}}} {}", p[*cnt]);
+                out.push('\n');
+                out.push_str(name);
+                out.push_str("_count{");
+                out.push_str(l);
+                out.push_str("} ");
+                int(out, p[*cnt]);
+                out.push('\n');
                 series += bounds.len() + 3;
             }
         }
@@ -288,17 +332,20 @@ pub fn render(layout: &Layout, view: &View, max_reps: usize, out: &mut String) -
         out,
         "# HELP sales_stage_exits Deals leaving an open stage in the window, by outcome.\n# TYPE sales_stage_exits gauge"
     );
+    let stages: Vec<_> = layout.stages.iter().map(|s| escape(s)).collect();
     for (labels, Totals { parts, .. }) in win_labels.iter().zip(&values) {
         for (w, l) in labels.iter().enumerate() {
-            for (s, stage) in layout.stages.iter().enumerate() {
+            for (s, stage) in stages.iter().enumerate() {
                 for o in ExitOutcome::ALL {
-                    let v = parts[w * n_parts + stage_exit(s, o)];
-                    let _ = writeln!(
-                        out,
-                        "sales_stage_exits{{{l},stage=\"{}\",outcome=\"{}\"}} {v}",
-                        escape(stage),
-                        o.as_str()
-                    );
+                    out.push_str("sales_stage_exits{");
+                    out.push_str(l);
+                    out.push_str(",stage=\"");
+                    out.push_str(stage);
+                    out.push_str("\",outcome=\"");
+                    out.push_str(o.as_str());
+                    out.push_str("\"} ");
+                    int(out, parts[w * n_parts + stage_exit(s, o)]);
+                    out.push('\n');
                     series += 1;
                 }
             }
@@ -440,6 +487,21 @@ mod tests {
             s.push(' ');
         }
         assert_eq!(s, "0 0.000001 -0.000001 1.5 12345.678901 -2 ");
+        s.clear();
+        for v in [120, 10_000_000, -999_999, i64::MIN] {
+            micro(&mut s, v);
+            s.push(' ');
+        }
+        assert_eq!(s, "0.00012 10 -0.999999 -9223372036854.775808 ");
+    }
+
+    #[test]
+    fn integers_are_written_as_format_writes_them() {
+        for v in [0, 7, -7, 10, 1_000, -1_000_000, i64::MAX, i64::MIN] {
+            let mut s = String::new();
+            int(&mut s, v);
+            assert_eq!(s, v.to_string());
+        }
     }
 
     #[test]
