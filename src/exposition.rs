@@ -182,12 +182,12 @@ fn micro(out: &mut String, raw: i64) {
     }
 }
 
-/// Appends `name{labels} `, the start of a sample line.
-fn sample(out: &mut String, name: &str, labels: &str) {
-    out.push_str(name);
-    out.push('{');
-    out.push_str(labels);
-    out.push_str("} ");
+/// Appends the pieces of a sample line's start (`name{labels} `), without
+/// the formatting machinery.
+fn start(out: &mut String, pieces: &[&str]) {
+    for p in pieces {
+        out.push_str(p);
+    }
 }
 
 fn escape(v: &str) -> std::borrow::Cow<'_, str> {
@@ -252,7 +252,7 @@ pub fn render(layout: &Layout, view: &View, max_reps: usize, out: &mut String) -
         let unit = SCALARS[i].2;
         for (labels, Totals { parts, .. }) in win_labels.iter().zip(&values) {
             for (w, l) in labels.iter().enumerate() {
-                sample(out, name, l);
+                start(out, &[name, "{", l, "} "]);
                 value(out, unit, parts[w * n_parts + i]);
                 out.push('\n');
                 series += 1;
@@ -302,25 +302,14 @@ pub fn render(layout: &Layout, view: &View, max_reps: usize, out: &mut String) -
                     .enumerate()
                 {
                     cumulative += p[hist + b];
-                    out.push_str(name);
-                    out.push_str("_bucket{");
-                    out.push_str(l);
-                    out.push_str(",le=\"");
-                    out.push_str(le);
-                    out.push_str("\"} ");
+                    start(out, &[name, "_bucket{", l, ",le=\"", le, "\"} "]);
                     int(out, cumulative);
                     out.push('\n');
                 }
-                out.push_str(name);
-                out.push_str("_sum{");
-                out.push_str(l);
-                out.push_str("} ");
+                start(out, &[name, "_sum{", l, "} "]);
                 micro(out, p[*sum]);
                 out.push('\n');
-                out.push_str(name);
-                out.push_str("_count{");
-                out.push_str(l);
-                out.push_str("} ");
+                start(out, &[name, "_count{", l, "} "]);
                 int(out, p[*cnt]);
                 out.push('\n');
                 series += bounds.len() + 3;
@@ -337,13 +326,19 @@ pub fn render(layout: &Layout, view: &View, max_reps: usize, out: &mut String) -
         for (w, l) in labels.iter().enumerate() {
             for (s, stage) in stages.iter().enumerate() {
                 for o in ExitOutcome::ALL {
-                    out.push_str("sales_stage_exits{");
-                    out.push_str(l);
-                    out.push_str(",stage=\"");
-                    out.push_str(stage);
-                    out.push_str("\",outcome=\"");
-                    out.push_str(o.as_str());
-                    out.push_str("\"} ");
+                    let outcome = o.as_str();
+                    start(
+                        out,
+                        &[
+                            "sales_stage_exits{",
+                            l,
+                            ",stage=\"",
+                            stage,
+                            "\",outcome=\"",
+                            outcome,
+                            "\"} ",
+                        ],
+                    );
                     int(out, parts[w * n_parts + stage_exit(s, o)]);
                     out.push('\n');
                     series += 1;
