@@ -358,14 +358,14 @@ pub fn render(layout: &Layout, view: &View, max_reps: usize, out: &mut String) -
         let _ = writeln!(out, "# HELP {name} {help}.\n# TYPE {name} gauge");
         for (l, Totals { gauges: g, .. }) in pair_labels.iter().zip(&values) {
             let mut staged = 0;
-            for (s, stage) in layout.stages.iter().enumerate() {
+            for (s, stage) in stages.iter().enumerate() {
                 let v = g[G_STAGES + 2 * s + off];
                 staged += v;
-                let _ = write!(out, "{name}{{{l},stage=\"{}\"}} ", escape(stage));
+                start(out, &[name, "{", l, ",stage=\"", stage, "\"} "]);
                 value(out, unit, v);
                 out.push('\n');
             }
-            let _ = write!(out, "{name}{{{l},stage=\"none\"}} ");
+            start(out, &[name, "{", l, ",stage=\"none\"} "]);
             value(out, unit, g[total] - staged);
             out.push('\n');
             *series += layout.stages.len() + 1;
@@ -420,13 +420,13 @@ pub fn render(layout: &Layout, view: &View, max_reps: usize, out: &mut String) -
         for (l, Totals { gauges: g, .. }) in pair_labels.iter().zip(&values) {
             if name == "sales_quota" {
                 for (period, idx) in [("month", G_QUOTA_MONTH), ("quarter", G_QUOTA_QUARTER)] {
-                    let _ = write!(out, "{name}{{{l},period=\"{period}\"}} ");
+                    start(out, &[name, "{", l, ",period=\"", period, "\"} "]);
                     value(out, unit, g[idx]);
                     out.push('\n');
                     series += 1;
                 }
             } else {
-                let _ = write!(out, "{name}{{{l}}} ");
+                start(out, &[name, "{", l, "} "]);
                 value(out, unit, g[g_idx]);
                 out.push('\n');
                 series += 1;
