@@ -5,6 +5,7 @@
 //! ([`Engine::set_now`]) or, on the event clock, the largest `occurred_at` it
 //! has applied. [`Engine::view`] copies the state needed to render KPIs.
 
+mod ids;
 pub mod parts;
 pub mod window;
 
@@ -17,6 +18,7 @@ use xxhash_rust::xxh3::xxh3_128;
 
 use crate::config::{EngineConfig, SECOND};
 use crate::event::{Body, CallOutcome, Event, QuotaPeriod, SurveyKind, TimeCategory};
+use ids::IdSet;
 use parts::*;
 use window::{Clock, Series, WindowPlan, DAWN};
 
@@ -256,12 +258,12 @@ struct Quota {
 /// Applied event ids, remembered for the dedup horizon of event time.
 #[derive(Debug, Clone, Default)]
 struct Dedup {
-    seen: Map<Key, i64>,
+    seen: IdSet,
 }
 
 impl Dedup {
     fn is_duplicate(&self, key: Key, horizon_start: i64) -> bool {
-        self.seen.get(&key).is_some_and(|&t| t >= horizon_start)
+        self.seen.get(key).is_some_and(|t| t >= horizon_start)
     }
 
     fn insert(&mut self, key: Key, t: i64) {
@@ -270,7 +272,7 @@ impl Dedup {
 
     /// Forgets the ids older than the horizon.
     fn evict(&mut self, horizon_start: i64) {
-        self.seen.retain(|_, t| *t >= horizon_start);
+        self.seen.retain(|t| t >= horizon_start);
     }
 }
 
@@ -438,11 +440,11 @@ impl Engine {
         self.is_duplicate_key(key(id))
     }
 
-    /// Reads, and so brings into cache, what applying a message with this
-    /// id and lead will look up first. Changes nothing.
+    /// Brings into cache what applying a message with this id and lead
+    /// will look up first. Changes nothing.
     pub fn warm(&self, id: Option<Key>, lead: Option<&str>) {
         if let Some(id) = id {
-            std::hint::black_box(self.dedup.seen.get(&id));
+            self.dedup.seen.prefetch(id);
         }
         if let Some(lead) = lead {
             std::hint::black_box(self.leads.get(&key(lead)));
@@ -477,6 +479,8 @@ impl Engine {
                 }
             }
         }
+        // Its entry is written after the event is applied: fetch it now.
+        self.dedup.seen.prefetch(id);
         self.set_now(ev.at);
         self.max_at = self.max_at.max(ev.at);
         self.apply(ev);
@@ -1208,7 +1212,7 @@ struct StateRef<'a> {
     meetings: &'a Map<Key, Meeting>,
     accounts: &'a Map<Key, Account>,
     quotas: &'a Map<u32, Quota>,
-    dedup: &'a Map<Key, i64>,
+    dedup: &'a IdSet,
     timers: Vec<(i64, Key)>,
 }
 
@@ -1224,7 +1228,7 @@ struct StateOwned {
     meetings: Map<Key, Meeting>,
     accounts: Map<Key, Account>,
     quotas: Map<u32, Quota>,
-    dedup: Map<Key, i64>,
+    dedup: IdSet,
     timers: Vec<(i64, Key)>,
 }
 
