@@ -102,6 +102,12 @@ impl IdSet {
         }
     }
 
+    /// An empty set that holds `n` ids without growing.
+    pub fn with_capacity(n: usize) -> Self {
+        // Growth comes when more than 7/8 of the entries would be used.
+        IdSet::with_buckets((n + 1).div_ceil(7).next_power_of_two().max(8))
+    }
+
     pub fn len(&self) -> usize {
         self.len
     }
@@ -318,7 +324,7 @@ impl<'de> Deserialize<'de> for IdSet {
                 f.write_str("a map of id keys to times")
             }
             fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> Result<IdSet, A::Error> {
-                let mut set = IdSet::default();
+                let mut set = IdSet::with_capacity(m.size_hint().unwrap_or(0));
                 while let Some((k, t)) = m.next_entry::<Key, i64>()? {
                     set.insert(k, t);
                 }
@@ -371,6 +377,20 @@ mod tests {
     }
 
     #[test]
+    fn holds_its_capacity_without_growing() {
+        for n in [0, 1, 55, 56, 57, 1000] {
+            let mut set = IdSet::with_capacity(n);
+            let buckets = set.n;
+            for i in 0..n as u64 {
+                set.insert(Key(i.wrapping_mul(0x9e37_79b9_7f4a_7c15), i), 1);
+            }
+            assert_eq!(set.n, buckets, "{n} ids");
+            set.insert(Key(u64::MAX, u64::MAX), 1);
+            assert!(set.len() * 8 <= set.n * WAYS * 7);
+        }
+    }
+
+    #[test]
     fn encodes_as_the_map_it_replaced() {
         let mut set = IdSet::default();
         let mut map: HashMap<Key, i64> = HashMap::new();
@@ -383,6 +403,8 @@ mod tests {
         assert_eq!(back, map);
         let set2: IdSet = postcard::from_bytes(&postcard::to_allocvec(&map).unwrap()).unwrap();
         assert_eq!(set2.len(), 100);
+        // Sized from the encoded length: no growth on the way.
+        assert_eq!(set2.n, IdSet::with_capacity(100).n);
         assert_eq!(set2.get(Key(7 * 9, 9)), Some(9));
     }
 }
