@@ -182,12 +182,14 @@ fn micro(out: &mut String, raw: i64) {
     }
 }
 
-/// Appends the pieces of a sample line's start (`name{labels} `), without
-/// the formatting machinery.
-fn start(out: &mut String, pieces: &[&str]) {
+/// Appends one sample line: its start (`name{labels} `) in pieces, then
+/// the value, without the formatting machinery.
+fn sample(out: &mut String, pieces: &[&str], unit: Unit, raw: i64) {
     for p in pieces {
         out.push_str(p);
     }
+    value(out, unit, raw);
+    out.push('\n');
 }
 
 fn escape(v: &str) -> std::borrow::Cow<'_, str> {
@@ -252,9 +254,7 @@ pub fn render(layout: &Layout, view: &View, max_reps: usize, out: &mut String) -
         let unit = SCALARS[i].2;
         for (labels, Totals { parts, .. }) in win_labels.iter().zip(&values) {
             for (w, l) in labels.iter().enumerate() {
-                start(out, &[name, "{", l, "} "]);
-                value(out, unit, parts[w * n_parts + i]);
-                out.push('\n');
+                sample(out, &[name, "{", l, "} "], unit, parts[w * n_parts + i]);
                 series += 1;
             }
         }
@@ -302,16 +302,15 @@ pub fn render(layout: &Layout, view: &View, max_reps: usize, out: &mut String) -
                     .enumerate()
                 {
                     cumulative += p[hist + b];
-                    start(out, &[name, "_bucket{", l, ",le=\"", le, "\"} "]);
-                    int(out, cumulative);
-                    out.push('\n');
+                    sample(
+                        out,
+                        &[name, "_bucket{", l, ",le=\"", le, "\"} "],
+                        Unit::Count,
+                        cumulative,
+                    );
                 }
-                start(out, &[name, "_sum{", l, "} "]);
-                micro(out, p[*sum]);
-                out.push('\n');
-                start(out, &[name, "_count{", l, "} "]);
-                int(out, p[*cnt]);
-                out.push('\n');
+                sample(out, &[name, "_sum{", l, "} "], Unit::Micro, p[*sum]);
+                sample(out, &[name, "_count{", l, "} "], Unit::Count, p[*cnt]);
                 series += bounds.len() + 3;
             }
         }
@@ -327,7 +326,7 @@ pub fn render(layout: &Layout, view: &View, max_reps: usize, out: &mut String) -
             for (s, stage) in stages.iter().enumerate() {
                 for o in ExitOutcome::ALL {
                     let outcome = o.as_str();
-                    start(
+                    sample(
                         out,
                         &[
                             "sales_stage_exits{",
@@ -338,9 +337,9 @@ pub fn render(layout: &Layout, view: &View, max_reps: usize, out: &mut String) -
                             outcome,
                             "\"} ",
                         ],
+                        Unit::Count,
+                        parts[w * n_parts + stage_exit(s, o)],
                     );
-                    int(out, parts[w * n_parts + stage_exit(s, o)]);
-                    out.push('\n');
                     series += 1;
                 }
             }
@@ -361,13 +360,14 @@ pub fn render(layout: &Layout, view: &View, max_reps: usize, out: &mut String) -
             for (s, stage) in stages.iter().enumerate() {
                 let v = g[G_STAGES + 2 * s + off];
                 staged += v;
-                start(out, &[name, "{", l, ",stage=\"", stage, "\"} "]);
-                value(out, unit, v);
-                out.push('\n');
+                sample(out, &[name, "{", l, ",stage=\"", stage, "\"} "], unit, v);
             }
-            start(out, &[name, "{", l, ",stage=\"none\"} "]);
-            value(out, unit, g[total] - staged);
-            out.push('\n');
+            sample(
+                out,
+                &[name, "{", l, ",stage=\"none\"} "],
+                unit,
+                g[total] - staged,
+            );
             *series += layout.stages.len() + 1;
         }
     };
@@ -420,15 +420,16 @@ pub fn render(layout: &Layout, view: &View, max_reps: usize, out: &mut String) -
         for (l, Totals { gauges: g, .. }) in pair_labels.iter().zip(&values) {
             if name == "sales_quota" {
                 for (period, idx) in [("month", G_QUOTA_MONTH), ("quarter", G_QUOTA_QUARTER)] {
-                    start(out, &[name, "{", l, ",period=\"", period, "\"} "]);
-                    value(out, unit, g[idx]);
-                    out.push('\n');
+                    sample(
+                        out,
+                        &[name, "{", l, ",period=\"", period, "\"} "],
+                        unit,
+                        g[idx],
+                    );
                     series += 1;
                 }
             } else {
-                start(out, &[name, "{", l, "} "]);
-                value(out, unit, g[g_idx]);
-                out.push('\n');
+                sample(out, &[name, "{", l, "} "], unit, g[g_idx]);
                 series += 1;
             }
         }
