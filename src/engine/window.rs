@@ -102,6 +102,12 @@ pub const LANE: usize = 8;
 #[repr(C, align(64))]
 struct Lane([i64; LANE]);
 
+/// Where part `p`'s running sum for window `w` is, with `lanes` lanes per
+/// part: (lane, place in the lane).
+fn sum_at(lanes: usize, p: usize, w: usize) -> (usize, usize) {
+    (p * lanes + w / LANE, w % LANE)
+}
+
 /// Before any event: far in the past, but with room to subtract from.
 pub const DAWN: i64 = i64::MIN / 4;
 
@@ -248,20 +254,13 @@ impl Deltas {
 
     /// Subtracts every delta from window `w`'s sums.
     fn subtract_from(&self, sums: &mut [Lane], lanes: usize, w: usize) {
-        let (l, i) = (w / LANE, w % LANE);
+        let mut sub = |p: usize, v: i64| {
+            let (l, i) = sum_at(lanes, p, w);
+            sums[l].0[i] = sums[l].0[i].wrapping_sub(v);
+        };
         match self {
-            Deltas::Sparse(list) => {
-                for &(p, v) in list {
-                    let s = &mut sums[p as usize * lanes + l].0[i];
-                    *s = s.wrapping_sub(v);
-                }
-            }
-            Deltas::Dense(d) => {
-                for (p, v) in d.iter().enumerate() {
-                    let s = &mut sums[p * lanes + l].0[i];
-                    *s = s.wrapping_sub(*v);
-                }
-            }
+            Deltas::Sparse(list) => list.iter().for_each(|&(p, v)| sub(p as usize, v)),
+            Deltas::Dense(d) => d.iter().enumerate().for_each(|(p, &v)| sub(p, v)),
         }
     }
 }
@@ -363,8 +362,9 @@ impl Series {
             if *period != start {
                 *period = start;
                 let w = plan.n_sliding + c;
-                for lane in self.sums.iter_mut().skip(w / LANE).step_by(lanes) {
-                    lane.0[w % LANE] = 0;
+                for p in 0..plan.parts {
+                    let (l, i) = sum_at(lanes, p, w);
+                    self.sums[l].0[i] = 0;
                 }
             }
         }
@@ -462,9 +462,11 @@ impl Series {
     /// The running sums of window `w`, by part; call [`Series::advance`]
     /// first.
     pub fn window(&self, plan: &WindowPlan, w: usize) -> Vec<i64> {
-        let (l, i) = (w / LANE, w % LANE);
         (0..plan.parts)
-            .map(|p| self.sums[p * plan.lanes + l].0[i])
+            .map(|p| {
+                let (l, i) = sum_at(plan.lanes, p, w);
+                self.sums[l].0[i]
+            })
             .collect()
     }
 
@@ -475,9 +477,10 @@ impl Series {
         let start = out.len();
         out.resize(start + n * k, 0);
         let out = &mut out[start..];
-        for (p, lanes) in self.sums.chunks_exact(plan.lanes).enumerate() {
+        for p in 0..k {
             for w in 0..n {
-                out[w * k + p] = lanes[w / LANE].0[w % LANE];
+                let (l, i) = sum_at(plan.lanes, p, w);
+                out[w * k + p] = self.sums[l].0[i];
             }
         }
     }
