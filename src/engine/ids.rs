@@ -205,7 +205,7 @@ impl IdSet {
     /// The time `k` was inserted with, if it is here.
     pub fn get(&self, k: Key) -> Option<i64> {
         let (i, w, found) = self.find::<false>(k);
-        found.then(|| self.words[self.at(i, w) + 2] as i64)
+        found.then(|| self.entry(i, w).1)
     }
 
     /// Inserts `k` with time `t`, or sets its time if it is here.
