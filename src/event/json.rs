@@ -263,8 +263,14 @@ impl<'a> Scanner<'a> {
             self.skip_plain();
             match self.next()? {
                 b'"' => {
-                    // Both ends are ASCII quotes: char boundaries.
-                    return Ok((&self.text[start..self.i - 1], escaped));
+                    debug_assert!(start < self.i && self.b[start - 1] == b'"');
+                    // SAFETY: `start` follows the opening quote and
+                    // `self.i - 1` is the closing one, so both are char
+                    // boundaries of `text` (an ASCII byte is never inside
+                    // a UTF-8 sequence), in order and in bounds. The
+                    // checked slice measured at some 5% of parsing.
+                    let raw = unsafe { self.text.get_unchecked(start..self.i - 1) };
+                    return Ok((raw, escaped));
                 }
                 b'\\' => {
                     escaped = true;
