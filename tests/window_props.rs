@@ -69,10 +69,11 @@ enum Op {
     Restore,
 }
 
-fn op() -> impl Strategy<Value = Op> {
+/// Operations on a series of `parts` parts.
+fn op(parts: usize) -> impl Strategy<Value = Op> {
     prop_oneof![
         (0i64..4 * 3_600).prop_map(Op::Advance),
-        (0i64..3 * 86_400, 0usize..3, -5i64..50).prop_map(|(back, part, v)| Op::Add {
+        (0i64..3 * 86_400, 0..parts, -5i64..50).prop_map(|(back, part, v)| Op::Add {
             back,
             part,
             v
@@ -99,24 +100,40 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(256))]
 
     #[test]
-    fn series_sums_equal_a_naive_recount(ops in prop::collection::vec(op(), 1..200)) {
-        recount(small_windows(), ops)?;
+    fn series_sums_equal_a_naive_recount(ops in prop::collection::vec(op(3), 1..200)) {
+        recount(small_windows(), 3, ops)?;
     }
 
     #[test]
     fn series_sums_equal_a_naive_recount_past_eight_windows(
-        ops in prop::collection::vec(op(), 1..200)
+        ops in prop::collection::vec(op(3), 1..200)
     ) {
         let cfg = many_windows();
         prop_assert_eq!(cfg.sliding.len() + cfg.calendar.len(), 11);
-        recount(cfg, ops)?;
+        recount(cfg, 3, ops)?;
+    }
+
+    /// Seventy parts, added to in bursts: buckets with more than twelve
+    /// turn dense, and heads gather many parts before they move.
+    #[test]
+    fn series_sums_equal_a_naive_recount_with_dense_buckets(
+        ops in prop::collection::vec(
+            prop_oneof![
+                1 => op(70),
+                3 => (0i64..600, 0usize..70, -5i64..50)
+                    .prop_map(|(back, part, v)| Op::Add { back, part, v }),
+            ],
+            1..300,
+        )
+    ) {
+        recount(small_windows(), 70, ops)?;
     }
 }
 
 /// Runs `ops` on a series and checks every window's sums against a naive
 /// recount after each one.
-fn recount(cfg: EngineConfig, ops: Vec<Op>) -> Result<(), TestCaseError> {
-    let plan = WindowPlan::new(&cfg, 3);
+fn recount(cfg: EngineConfig, parts: usize, ops: Vec<Op>) -> Result<(), TestCaseError> {
+    let plan = WindowPlan::new(&cfg, parts);
     let mut clock = Clock::new(&plan);
     clock.set(&plan, BASE);
     let mut series = Series::new(&plan, &clock);
@@ -146,7 +163,7 @@ fn recount(cfg: EngineConfig, ops: Vec<Op>) -> Result<(), TestCaseError> {
         }
         series.advance(&plan, &clock);
         for w in 0..plan.n_windows {
-            for part in 0..3 {
+            for part in 0..parts {
                 let naive: i64 = live
                     .iter()
                     .filter(|(t, p, _)| *p == part && in_window(&cfg, w, *t, clock.now))

@@ -7,9 +7,14 @@
 //! bucket can be subtracted from each window it leaves. Adding a contribution
 //! costs O(rings + windows); moving the clock costs O(buckets passed), paid
 //! lazily when a series is next touched or read (and not even looked at when
-//! the clock's buckets have not moved since). A part's running sums for
-//! eight windows share one cache line. All values are integers, so a
-//! retraction undoes an addition exactly and sums never drift.
+//! the clock's buckets have not moved since). What is added to the head
+//! buckets (nearly everything) is written to their lists only when a head
+//! moves, once per part and bucket rather than once per contribution. A
+//! part's running sums for eight windows share one cache line. All values
+//! are integers, so a retraction undoes an addition exactly and sums never
+//! drift.
+
+use std::borrow::Cow;
 
 use chrono::{Datelike, NaiveDate, TimeZone};
 use serde::{Deserialize, Serialize};
@@ -225,10 +230,15 @@ impl Default for Deltas {
 const SPARSE_MAX: usize = 12;
 
 impl Deltas {
+    /// Empties the list for the slot's next bucket, keeping its memory: a
+    /// slot that needed a dense array will most likely need it again (its
+    /// ring is coarse, or its series busy), and freeing it would cost a
+    /// sparse list grown entry by entry and a new array, bucket after
+    /// bucket.
     fn clear(&mut self) {
         match self {
             Deltas::Sparse(v) => v.clear(),
-            Deltas::Dense(_) => *self = Deltas::Sparse(Vec::new()),
+            Deltas::Dense(d) => d.fill(0),
         }
     }
 
@@ -265,16 +275,22 @@ impl Deltas {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone)]
 struct Ring {
     /// The head bucket up to which this ring's expiry has been applied.
     head: i64,
     /// Allocated on first use; `len` slots, bucket `b` at `b mod len`.
     slots: Vec<Slot>,
+    /// The parts added to the head bucket and not yet written to its slot
+    /// (see [`Series::tally`]): bit `p % 64` of word `p / 64`.
+    touched: [u64; TOUCH_WORDS],
 }
 
+/// Words of a ring's `touched` bits: 64 pipeline stages make 245 parts.
+const TOUCH_WORDS: usize = 4;
+
 /// The windowed sums of one (rep, team) pair.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone)]
 pub struct Series {
     rings: Vec<Ring>,
     /// The running sums, part-major: part `p`'s sums for windows
@@ -282,24 +298,203 @@ pub struct Series {
     sums: Vec<Lane>,
     /// The calendar period start each calendar sum belongs to.
     periods: Vec<i64>,
+    /// What the head buckets hold that their slots do not yet, kept so
+    /// that a contribution to the head buckets (nearly all of them) is
+    /// added once, not once per ring and each time by a search of a slot's
+    /// list. Per part, `1 + rings` values: the part's total of every
+    /// contribution, then per ring the total when its head's slot was last
+    /// written, plus every later contribution not in its head bucket. The
+    /// difference is the ring's pending value, written to the head's slot
+    /// when the head moves, before any expiry reads it. Empty until the
+    /// first contribution (a decoded series has its slots complete).
+    tally: Vec<i64>,
     /// The [`Clock`] epoch of the last advance; not kept in snapshots
     /// (a restored series advances once more, which changes nothing).
-    #[serde(skip, default = "unadvanced")]
     epoch: u64,
 }
 
-fn unadvanced() -> u64 {
-    u64::MAX
-}
-
-/// Equal state: the epoch of the last advance is a shortcut, not state.
+/// Equal state: the epoch of the last advance is a shortcut, and the tally
+/// a deferral, not state; slots compare as with the pending values in.
 impl PartialEq for Series {
     fn eq(&self, other: &Series) -> bool {
-        self.rings == other.rings && self.sums == other.sums && self.periods == other.periods
+        self.sums == other.sums
+            && self.periods == other.periods
+            && self.rings.len() == other.rings.len()
+            && (0..self.rings.len()).all(|r| {
+                let (a, b) = (&self.rings[r], &other.rings[r]);
+                a.head == b.head
+                    && a.slots.len() == b.slots.len()
+                    && (0..a.slots.len()).all(|i| self.slot_view(r, i) == other.slot_view(r, i))
+            })
+    }
+}
+
+/// Written as a series without a tally would be: each head's slot with its
+/// pending values in. Snapshots keep the same encoding.
+impl Serialize for Series {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::{SerializeSeq, SerializeStruct};
+        struct Slots<'a>(&'a Series, usize);
+        impl Serialize for Slots<'_> {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                let Slots(series, r) = *self;
+                let n = series.rings[r].slots.len();
+                let mut seq = s.serialize_seq(Some(n))?;
+                for i in 0..n {
+                    seq.serialize_element(&*series.slot_view(r, i))?;
+                }
+                seq.end()
+            }
+        }
+        struct RingOut<'a>(&'a Series, usize);
+        impl Serialize for RingOut<'_> {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                let mut st = s.serialize_struct("Ring", 2)?;
+                st.serialize_field("head", &self.0.rings[self.1].head)?;
+                st.serialize_field("slots", &Slots(self.0, self.1))?;
+                st.end()
+            }
+        }
+        struct Rings<'a>(&'a Series);
+        impl Serialize for Rings<'_> {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                let n = self.0.rings.len();
+                let mut seq = s.serialize_seq(Some(n))?;
+                for r in 0..n {
+                    seq.serialize_element(&RingOut(self.0, r))?;
+                }
+                seq.end()
+            }
+        }
+        let mut st = s.serialize_struct("Series", 3)?;
+        st.serialize_field("rings", &Rings(self))?;
+        st.serialize_field("sums", &self.sums)?;
+        st.serialize_field("periods", &self.periods)?;
+        st.end()
+    }
+}
+
+impl<'de> Deserialize<'de> for Series {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(rename = "Ring")]
+        struct RingIn {
+            head: i64,
+            slots: Vec<Slot>,
+        }
+        #[derive(Deserialize)]
+        #[serde(rename = "Series")]
+        struct SeriesIn {
+            rings: Vec<RingIn>,
+            sums: Vec<Lane>,
+            periods: Vec<i64>,
+        }
+        let s = SeriesIn::deserialize(d)?;
+        Ok(Series {
+            rings: (s.rings.into_iter())
+                .map(|r| Ring {
+                    head: r.head,
+                    slots: r.slots,
+                    touched: [0; TOUCH_WORDS],
+                })
+                .collect(),
+            sums: s.sums,
+            periods: s.periods,
+            tally: Vec::new(),
+            // Not advanced since the snapshot: advance once more.
+            epoch: u64::MAX,
+        })
+    }
+}
+
+/// Calls `f` with each part whose bit is set, in order.
+#[inline]
+fn each_touched(words: [u64; TOUCH_WORDS], mut f: impl FnMut(usize)) {
+    for (w, mut bits) in words.into_iter().enumerate() {
+        while bits != 0 {
+            f(w * 64 + bits.trailing_zeros() as usize);
+            bits &= bits - 1;
+        }
+    }
+}
+
+/// Writes the pending value `value(p)` of each touched part `p` to the slot
+/// of the head bucket `head`, which first forgets an older bucket.
+fn write_pending(
+    slot: &mut Slot,
+    head: i64,
+    touched: [u64; TOUCH_WORDS],
+    k: usize,
+    mut value: impl FnMut(usize) -> i64,
+) {
+    if slot.bucket != head {
+        // The slot's old bucket has left every window on this ring.
+        slot.bucket = head;
+        slot.deltas.clear();
+    }
+    let n: usize = touched.iter().map(|w| w.count_ones() as usize).sum();
+    match &mut slot.deltas {
+        Deltas::Dense(d) => each_touched(touched, |p| d[p] = d[p].wrapping_add(value(p))),
+        // Nothing to search: the parts are new to the list.
+        Deltas::Sparse(list) if list.is_empty() && n <= SPARSE_MAX => {
+            list.reserve(n);
+            each_touched(touched, |p| {
+                let v = value(p);
+                if v != 0 {
+                    list.push((p as u32, v));
+                }
+            });
+        }
+        Deltas::Sparse(list) if list.is_empty() => {
+            let mut d = vec![0; k];
+            each_touched(touched, |p| d[p] = value(p));
+            slot.deltas = Deltas::Dense(d);
+        }
+        deltas => each_touched(touched, |p| {
+            let v = value(p);
+            if v != 0 {
+                deltas.add(p, v, k);
+            }
+        }),
     }
 }
 
 impl Series {
+    /// Slot `i` of ring `r` as it would be with the pending values written.
+    fn slot_view(&self, r: usize, i: usize) -> Cow<'_, Slot> {
+        let ring = &self.rings[r];
+        let slot = &ring.slots[i];
+        let len = ring.slots.len() as i64;
+        if ring.touched == [0; TOUCH_WORDS] || ring.head.rem_euclid(len) as usize != i {
+            return Cow::Borrowed(slot);
+        }
+        let mut merged = slot.clone();
+        let stride = 1 + self.rings.len();
+        let k = self.tally.len() / stride;
+        write_pending(&mut merged, ring.head, ring.touched, k, |p| {
+            self.tally[p * stride].wrapping_sub(self.tally[p * stride + 1 + r])
+        });
+        Cow::Owned(merged)
+    }
+
+    /// Writes ring `r`'s pending values to its head's slot: the tally's
+    /// base for the ring becomes the total.
+    fn flush(&mut self, r: usize, k: usize) {
+        let stride = 1 + self.rings.len();
+        let ring = &mut self.rings[r];
+        if ring.touched == [0; TOUCH_WORDS] {
+            return;
+        }
+        let len = ring.slots.len() as i64;
+        let touched = std::mem::take(&mut ring.touched);
+        let slot = &mut ring.slots[ring.head.rem_euclid(len) as usize];
+        let tally = &mut self.tally;
+        write_pending(slot, ring.head, touched, k, |p| {
+            let total = tally[p * stride];
+            total.wrapping_sub(std::mem::replace(&mut tally[p * stride + 1 + r], total))
+        });
+    }
+
     pub fn new(plan: &WindowPlan, clock: &Clock) -> Self {
         Series {
             rings: clock
@@ -308,10 +503,12 @@ impl Series {
                 .map(|&head| Ring {
                     head,
                     slots: Vec::new(),
+                    touched: [0; TOUCH_WORDS],
                 })
                 .collect(),
             sums: vec![Lane::default(); plan.parts * plan.lanes],
             periods: clock.periods.iter().map(|p| p.0).collect(),
+            tally: Vec::new(),
             epoch: clock.epoch,
         }
     }
@@ -328,11 +525,14 @@ impl Series {
 
     fn expire(&mut self, plan: &WindowPlan, clock: &Clock) {
         let lanes = plan.lanes;
-        for ((ring, rp), &new_head) in self.rings.iter_mut().zip(&plan.rings).zip(&clock.heads) {
-            let old = ring.head;
+        for (r, (rp, &new_head)) in plan.rings.iter().zip(&clock.heads).enumerate() {
+            let old = self.rings[r].head;
             if new_head <= old {
                 continue;
             }
+            // The old head's slot gets what is pending before it expires.
+            self.flush(r, plan.parts);
+            let ring = &mut self.rings[r];
             if !ring.slots.is_empty() {
                 for &(w, n) in &rp.windows {
                     // Buckets (old - n, min(new - n, old)] leave window w.
@@ -397,6 +597,17 @@ impl Series {
         };
         self.advance(plan, clock);
         let k = plan.parts;
+        let stride = 1 + plan.rings.len();
+        if self.tally.is_empty() {
+            self.tally = vec![0; k * stride];
+        }
+        // Each part's total, and which parts this call adds to.
+        let mut bits = [0u64; TOUCH_WORDS];
+        for &(part, v) in parts {
+            let total = &mut self.tally[part * stride];
+            *total = total.wrapping_add(v);
+            bits[part / 64] |= 1 << (part % 64);
+        }
         // Bit w: the contribution counts in window w.
         let mut member = 0u64;
         for (r, (ring, rp)) in self.rings.iter_mut().zip(&plan.rings).enumerate() {
@@ -406,10 +617,8 @@ impl Series {
                 let b = t.div_euclid(rp.granularity);
                 (b, b.rem_euclid(rp.len) as usize, false)
             };
-            if b > ring.head || b <= ring.head - rp.len {
-                continue;
-            }
-            if ring.slots.is_empty() {
+            let in_ring = b <= ring.head && b > ring.head - rp.len;
+            if in_ring && ring.slots.is_empty() {
                 ring.slots = vec![
                     Slot {
                         bucket: i64::MIN,
@@ -417,6 +626,24 @@ impl Series {
                     };
                     rp.len as usize
                 ];
+            }
+            if in_head {
+                // Pending in the tally; the head bucket is in every window
+                // of its ring.
+                for (word, new) in ring.touched.iter_mut().zip(bits) {
+                    *word |= new;
+                }
+                member |= rp.mask;
+                continue;
+            }
+            // Not in the head bucket: in the totals, but not in this
+            // ring's pending values, so its bases take it too.
+            for &(part, v) in parts {
+                let base = &mut self.tally[part * stride + 1 + r];
+                *base = base.wrapping_add(v);
+            }
+            if !in_ring {
+                continue;
             }
             let slot = &mut ring.slots[slot_index];
             if slot.bucket != b {
@@ -429,13 +656,8 @@ impl Series {
                     slot.deltas.add(part, v, k);
                 }
             }
-            if in_head {
-                // The head bucket is in every window of its ring.
-                member |= rp.mask;
-            } else {
-                for &(w, n) in &rp.windows {
-                    member |= u64::from(b > ring.head - n) << w;
-                }
+            for &(w, n) in &rp.windows {
+                member |= u64::from(b > ring.head - n) << w;
             }
         }
         for (c, &(start, _)) in clock.periods.iter().enumerate() {
