@@ -113,6 +113,17 @@ fn sum_at(lanes: usize, p: usize, w: usize) -> (usize, usize) {
     (p * lanes + w / LANE, w % LANE)
 }
 
+/// Where part `p`'s total is in the tally of a series of `rings` rings.
+fn total_at(rings: usize, p: usize) -> usize {
+    p * (1 + rings)
+}
+
+/// Where ring `r`'s base for part `p` is in the tally of a series of
+/// `rings` rings.
+fn base_at(rings: usize, p: usize, r: usize) -> usize {
+    total_at(rings, p) + 1 + r
+}
+
 /// Before any event: far in the past, but with room to subtract from.
 pub const DAWN: i64 = i64::MIN / 4;
 
@@ -209,6 +220,17 @@ fn local_midnight(tz: chrono_tz::Tz, year: i32, month: u32) -> i64 {
 struct Slot {
     bucket: i64,
     deltas: Deltas,
+}
+
+impl Slot {
+    /// Makes the slot bucket `b`'s, forgetting an older bucket: one whose
+    /// slot `b` takes has left every window on its ring.
+    fn hold(&mut self, b: i64) {
+        if self.bucket != b {
+            self.bucket = b;
+            self.deltas.clear();
+        }
+    }
 }
 
 /// What was added to one bucket: a short sparse list of (part, value) while
@@ -419,7 +441,7 @@ fn each_touched(words: [u64; TOUCH_WORDS], mut f: impl FnMut(usize)) {
 }
 
 /// Writes the pending value `value(p)` of each touched part `p` to the slot
-/// of the head bucket `head`, which first forgets an older bucket.
+/// of the head bucket `head`.
 fn write_pending(
     slot: &mut Slot,
     head: i64,
@@ -427,11 +449,7 @@ fn write_pending(
     k: usize,
     mut value: impl FnMut(usize) -> i64,
 ) {
-    if slot.bucket != head {
-        // The slot's old bucket has left every window on this ring.
-        slot.bucket = head;
-        slot.deltas.clear();
-    }
+    slot.hold(head);
     let n: usize = touched.iter().map(|w| w.count_ones() as usize).sum();
     match &mut slot.deltas {
         Deltas::Dense(d) => each_touched(touched, |p| d[p] = d[p].wrapping_add(value(p))),
@@ -469,10 +487,10 @@ impl Series {
             return Cow::Borrowed(slot);
         }
         let mut merged = slot.clone();
-        let stride = 1 + self.rings.len();
-        let k = self.tally.len() / stride;
+        let rings = self.rings.len();
+        let k = self.tally.len() / (1 + rings);
         write_pending(&mut merged, ring.head, ring.touched, k, |p| {
-            self.tally[p * stride].wrapping_sub(self.tally[p * stride + 1 + r])
+            self.tally[total_at(rings, p)].wrapping_sub(self.tally[base_at(rings, p, r)])
         });
         Cow::Owned(merged)
     }
@@ -480,7 +498,7 @@ impl Series {
     /// Writes ring `r`'s pending values to its head's slot: the tally's
     /// base for the ring becomes the total.
     fn flush(&mut self, r: usize, k: usize) {
-        let stride = 1 + self.rings.len();
+        let rings = self.rings.len();
         let ring = &mut self.rings[r];
         if ring.touched == [0; TOUCH_WORDS] {
             return;
@@ -490,8 +508,8 @@ impl Series {
         let slot = &mut ring.slots[ring.head.rem_euclid(len) as usize];
         let tally = &mut self.tally;
         write_pending(slot, ring.head, touched, k, |p| {
-            let total = tally[p * stride];
-            total.wrapping_sub(std::mem::replace(&mut tally[p * stride + 1 + r], total))
+            let total = tally[total_at(rings, p)];
+            total.wrapping_sub(std::mem::replace(&mut tally[base_at(rings, p, r)], total))
         });
     }
 
@@ -597,14 +615,14 @@ impl Series {
         };
         self.advance(plan, clock);
         let k = plan.parts;
-        let stride = 1 + plan.rings.len();
+        let rings = plan.rings.len();
         if self.tally.is_empty() {
-            self.tally = vec![0; k * stride];
+            self.tally = vec![0; k * (1 + rings)];
         }
         // Each part's total, and which parts this call adds to.
         let mut bits = [0u64; TOUCH_WORDS];
         for &(part, v) in parts {
-            let total = &mut self.tally[part * stride];
+            let total = &mut self.tally[total_at(rings, part)];
             *total = total.wrapping_add(v);
             bits[part / 64] |= 1 << (part % 64);
         }
@@ -639,18 +657,14 @@ impl Series {
             // Not in the head bucket: in the totals, but not in this
             // ring's pending values, so its bases take it too.
             for &(part, v) in parts {
-                let base = &mut self.tally[part * stride + 1 + r];
+                let base = &mut self.tally[base_at(rings, part, r)];
                 *base = base.wrapping_add(v);
             }
             if !in_ring {
                 continue;
             }
             let slot = &mut ring.slots[slot_index];
-            if slot.bucket != b {
-                // The slot's old bucket has left every window on this ring.
-                slot.bucket = b;
-                slot.deltas.clear();
-            }
+            slot.hold(b);
             for &(part, v) in parts {
                 if v != 0 {
                     slot.deltas.add(part, v, k);
