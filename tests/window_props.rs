@@ -73,14 +73,15 @@ enum Op {
 fn op(parts: usize) -> impl Strategy<Value = Op> {
     prop_oneof![
         (0i64..4 * 3_600).prop_map(Op::Advance),
-        (0i64..3 * 86_400, 0..parts, -5i64..50).prop_map(|(back, part, v)| Op::Add {
-            back,
-            part,
-            v
-        }),
+        add(3 * 86_400, parts),
         any::<usize>().prop_map(Op::Retract),
         Just(Op::Restore),
     ]
+}
+
+/// An addition to one of `parts` parts, less than `max_back` seconds ago.
+fn add(max_back: i64, parts: usize) -> impl Strategy<Value = Op> {
+    (0..max_back, 0..parts, -5i64..50).prop_map(|(back, part, v)| Op::Add { back, part, v })
 }
 
 /// Eleven windows: sums of a part span two lanes of eight.
@@ -118,11 +119,7 @@ proptest! {
     #[test]
     fn series_sums_equal_a_naive_recount_with_dense_buckets(
         ops in prop::collection::vec(
-            prop_oneof![
-                1 => op(70),
-                3 => (0i64..600, 0usize..70, -5i64..50)
-                    .prop_map(|(back, part, v)| Op::Add { back, part, v }),
-            ],
+            prop_oneof![1 => op(70), 3 => add(600, 70)],
             1..300,
         )
     ) {
