@@ -305,12 +305,18 @@ pub fn parse_with<'a>(
     envelope: impl FnOnce(&str),
 ) -> Result<Parsed<'a>, Rejection> {
     check_size(bytes, opts.max_message_bytes)?;
-    let text = std::str::from_utf8(bytes).map_err(|e| {
-        Rejection::new(
-            RejectReason::NotUtf8,
-            format!("invalid utf-8 at byte {}", e.valid_up_to()),
-        )
-    })?;
+    let pre = json::Prescan::of(bytes);
+    let text = if pre.ascii {
+        // SAFETY: ASCII is UTF-8.
+        unsafe { std::str::from_utf8_unchecked(bytes) }
+    } else {
+        std::str::from_utf8(bytes).map_err(|e| {
+            Rejection::new(
+                RejectReason::NotUtf8,
+                format!("invalid utf-8 at byte {}", e.valid_up_to()),
+            )
+        })?
+    };
     let first = text.bytes().find(|b| !b.is_ascii_whitespace());
     if first != Some(b'{') {
         check_depth(bytes, opts.max_json_depth)?;
@@ -320,7 +326,7 @@ pub fn parse_with<'a>(
         });
     }
     let mut fields = json::Fields::default();
-    json::scan(text, opts.max_json_depth, &mut fields).map_err(|stop| match stop {
+    json::scan(text, Some(&pre), opts.max_json_depth, &mut fields).map_err(|stop| match stop {
         json::Stop::Invalid(at) => invalid_json(text, at),
         json::Stop::TooDeep => too_deep(opts.max_json_depth),
     })?;
