@@ -193,9 +193,9 @@ impl Processor {
     /// Processes messages in order with exactly the outcomes and the state
     /// of [`Processor::process_each`] on each. On a canonical topic it
     /// parses up to [`RUN`] of them first, then reads what each will look
-    /// up in the state (its id among the applied ones, its lead) in one
-    /// tight loop, so that those memory fetches overlap instead of following
-    /// one another, and then applies them one by one. Parsing reads no
+    /// up in the state (its id among the applied ones, its lead) in two
+    /// tight loops, so that those memory fetches overlap instead of
+    /// following one another, and then applies them one by one. Parsing reads no
     /// state and the reading loop changes none, so the order of effects is
     /// that of one message at a time.
     pub fn process_run(&mut self, msgs: &[&[u8]], wall_now: i64, mut each: impl FnMut(&Outcome)) {
@@ -206,15 +206,21 @@ impl Processor {
             return;
         }
         let mut parsed = Vec::with_capacity(RUN.min(msgs.len()));
+        let mut leads = Vec::with_capacity(RUN.min(msgs.len()));
         for run in msgs.chunks(RUN) {
             parsed.clear();
             parsed.extend(run.iter().map(|m| self.parse(m)));
-            for (key, p) in &parsed {
-                let lead = match p {
-                    Ok(Parsed::Event(ev)) => ev.body.lead(),
-                    _ => None,
-                };
-                self.engine.warm(*key, lead);
+            leads.clear();
+            leads.extend(parsed.iter().map(|(_, p)| match p {
+                Ok(Parsed::Event(ev)) => ev.body.lead().map(crate::engine::id_key),
+                _ => None,
+            }));
+            // Two passes: the second reads the lead tags the first fetched.
+            for ((key, _), lead) in parsed.iter().zip(&leads) {
+                self.engine.warm(*key, *lead);
+            }
+            for lead in leads.iter().flatten() {
+                self.engine.warm_lead(*lead);
             }
             for (key, p) in &mut parsed {
                 let outcome = self.settle(*key, p, wall_now);

@@ -1,17 +1,21 @@
-//! The applied event ids of the dedup horizon, each with the time it was
-//! applied: an open-addressing table laid out for the hot path.
+//! Tables keyed by id hashes, laid out for the hot path: the applied event
+//! ids of the dedup horizon, each with the time it was applied, and the
+//! leads.
 //!
-//! The set holds every id of the horizon (some 600,000 for a week at one
-//! event a second), far more than the caches. As in the standard library's
-//! hash map, a lookup first reads a compact array of one-byte tags (one to
-//! two bytes per id, so it mostly stays in cache), and reads an entry only
-//! where a tag matches: an id not seen before costs no fetch of an entry,
-//! only the write of its own. Unlike that map, the place of an id's entry is
-//! known before it is looked up: it is in its home bucket of eight, three
-//! aligned cache lines, unless that bucket was full. [`IdSet::prefetch`]
-//! starts fetching the tags and the bucket without waiting, so that a run
-//! of messages has its fetches overlap, and the lookup and insertion that
-//! follow find them in cache.
+//! The dedup table holds every id of the horizon (some 600,000 for a week
+//! at one event a second), far more than the caches, and the leads are
+//! the most numerous entities. As in the standard library's hash map, a
+//! lookup first reads a compact array of one-byte tags (one to two bytes
+//! per entry, so it mostly stays in cache), and reads an entry only where
+//! a tag matches: a key not seen before costs no fetch of an entry, only
+//! the write of its own. Unlike that map, the place of a key's entry is
+//! known before it is looked up: it is in its home bucket of eight,
+//! aligned to a cache line, unless that bucket was full.
+//! [`IdMap::prefetch`] starts fetching the tags and the bucket without
+//! waiting, and [`IdMap::prefetch_tags`] then [`IdMap::prefetch_entry`]
+//! fetch the tags and then the one entry the key has or would take, so
+//! that a run of messages has its fetches overlap, and the lookup and
+//! insertion that follow find them in cache.
 
 use serde::de::{MapAccess, Visitor};
 use serde::ser::SerializeMap;
@@ -22,35 +26,31 @@ use super::Key;
 /// Entries per bucket: one tag byte each in a bucket's tag word.
 const WAYS: usize = 8;
 
-/// Words per entry: the key's two and the time, side by side, so that
-/// writing an entry mostly writes one cache line.
-const ENTRY: usize = 3;
-/// Words per bucket: 192 bytes, three cache lines.
-const BUCKET: usize = ENTRY * WAYS;
-
-/// A map of id keys to times. At most 7/8 of its entries are used.
+/// A map of id keys to values. At most 7/8 of its entries are used.
 #[derive(Debug, Clone)]
-pub struct IdSet {
+pub struct IdMap<V> {
     /// Per bucket, byte `w` is entry `w`'s tag, 0 when it is empty.
     tags: Vec<u64>,
     /// Bit `i % 64` of word `i / 64`: some entry lies past bucket `i` in
     /// its probe sequence, so a lookup that does not find its key there
     /// goes on to the next bucket.
     overflow: Vec<u64>,
-    /// The buckets, from word `base` on (the first whose address is a
-    /// multiple of 64), so that each spans exactly three cache lines. What
-    /// an empty entry holds does not matter; zeroed words are what the
-    /// allocator can give without writing each (fresh pages already are).
-    words: Vec<u64>,
+    /// The buckets, from entry `base` on (the first whose address is a
+    /// multiple of 64), so that a bucket of 24-byte entries spans exactly
+    /// three cache lines. What an empty entry holds does not matter.
+    entries: Vec<(Key, V)>,
     base: usize,
     /// Buckets: a power of two.
     n: usize,
     len: usize,
 }
 
-impl Default for IdSet {
+/// The applied event ids, with the time each was applied.
+pub type IdSet = IdMap<i64>;
+
+impl<V: Copy + Default> Default for IdMap<V> {
     fn default() -> Self {
-        IdSet::with_buckets(8)
+        IdMap::with_buckets(8)
     }
 }
 
@@ -88,24 +88,39 @@ fn first_free(word: u64) -> Option<usize> {
     (m != 0).then(|| (m.trailing_zeros() / 8) as usize)
 }
 
-impl IdSet {
+/// Starts fetching the cache line at `p` without waiting for it. A hint:
+/// it never faults, whatever the address, and changes nothing.
+#[inline(always)]
+fn prefetch_line<T>(p: *const T) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch never faults, and reads nothing the program sees.
+    unsafe {
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(p.cast())
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    std::hint::black_box(p);
+}
+
+impl<V: Copy + Default> IdMap<V> {
     fn with_buckets(n: usize) -> Self {
-        let words = vec![0u64; n * BUCKET + 7];
-        let base = words.as_ptr().align_offset(64).min(7);
-        IdSet {
+        let entries = vec![(Key(0, 0), V::default()); n * WAYS + 7];
+        // Some `base` below 8 puts an 8-aligned entry of 24 or 40 bytes on
+        // a multiple of 64; for another size, buckets are only unaligned.
+        let base = entries.as_ptr().align_offset(64);
+        IdMap {
             tags: vec![0; n],
             overflow: vec![0; n.div_ceil(64)],
-            words,
-            base,
+            entries,
+            base: if base < 8 { base } else { 0 },
             n,
             len: 0,
         }
     }
 
-    /// An empty set that holds `n` ids without growing.
+    /// An empty map that holds `n` keys without growing.
     pub fn with_capacity(n: usize) -> Self {
         // Growth comes when more than 7/8 of the entries would be used.
-        IdSet::with_buckets((n + 1).div_ceil(7).next_power_of_two().max(8))
+        IdMap::with_buckets((n + 1).div_ceil(7).next_power_of_two().max(8))
     }
 
     pub fn len(&self) -> usize {
@@ -118,17 +133,7 @@ impl IdSet {
     }
 
     fn at(&self, i: usize, w: usize) -> usize {
-        self.base + i * BUCKET + w * ENTRY
-    }
-
-    fn entry(&self, i: usize, w: usize) -> (Key, i64) {
-        let e = &self.words[self.at(i, w)..][..ENTRY];
-        (Key(e[0], e[1]), e[2] as i64)
-    }
-
-    fn set_entry(&mut self, i: usize, w: usize, k: Key, t: i64) {
-        let at = self.at(i, w);
-        self.words[at..at + ENTRY].copy_from_slice(&[k.0, k.1, t as u64]);
+        self.base + i * WAYS + w
     }
 
     fn overflows(&self, i: usize) -> bool {
@@ -139,30 +144,48 @@ impl IdSet {
         self.overflow[i / 64] |= 1 << (i % 64);
     }
 
-    /// Starts fetching the tags and the home bucket of `k` into the cache,
-    /// without waiting for them. Changes nothing.
+    /// Starts fetching the tags and the whole home bucket of `k` into the
+    /// cache, without waiting for them. Changes nothing.
     #[inline]
     pub fn prefetch(&self, k: Key) {
-        let i = self.home(k);
-        let tags: *const u64 = &self.tags[i];
-        let overflow: *const u64 = &self.overflow[i / 64];
-        let bucket: *const u64 = &self.words[self.at(i, 0)];
-        #[cfg(target_arch = "x86_64")]
-        {
-            use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-            // SAFETY: a prefetch is a hint that never faults, and every
-            // address is inside the tag word, the overflow word or the
-            // bucket (192 bytes).
-            unsafe {
-                _mm_prefetch::<_MM_HINT_T0>(tags.cast());
-                _mm_prefetch::<_MM_HINT_T0>(overflow.cast());
-                _mm_prefetch::<_MM_HINT_T0>(bucket.cast());
-                _mm_prefetch::<_MM_HINT_T0>(bucket.cast::<i8>().add(64));
-                _mm_prefetch::<_MM_HINT_T0>(bucket.cast::<i8>().add(128));
-            }
+        self.prefetch_tags(k);
+        let bucket = self.entries[self.at(self.home(k), 0)..]
+            .as_ptr()
+            .cast::<u8>();
+        for line in (0..WAYS * std::mem::size_of::<(Key, V)>()).step_by(64) {
+            prefetch_line(bucket.wrapping_add(line));
         }
-        #[cfg(not(target_arch = "x86_64"))]
-        std::hint::black_box((tags, overflow, bucket));
+    }
+
+    /// Starts fetching the tags of `k`'s home bucket. Changes nothing.
+    #[inline]
+    pub fn prefetch_tags(&self, k: Key) {
+        let i = self.home(k);
+        prefetch_line(&self.tags[i]);
+        prefetch_line(&self.overflow[i / 64]);
+    }
+
+    /// Reads the tags of `k`'s home bucket (best fetched first with
+    /// [`IdMap::prefetch_tags`]) and starts fetching the entry that is
+    /// `k`'s, or else the one an insertion would take if it is in that
+    /// bucket. Changes nothing.
+    #[inline]
+    pub fn prefetch_entry(&self, k: Key) {
+        let i = self.home(k);
+        let word = self.tags[i];
+        let m = matches(word, tag(k));
+        let w = if m != 0 {
+            (m.trailing_zeros() / 8) as usize
+        } else {
+            first_free(word).unwrap_or(0)
+        };
+        let entry: *const (Key, V) = &self.entries[self.at(i, w)];
+        prefetch_line(entry);
+        prefetch_line(
+            entry
+                .cast::<u8>()
+                .wrapping_add(std::mem::size_of::<(Key, V)>() - 1),
+        );
     }
 
     /// Where `k` is: `(bucket, entry, true)`. When it is absent, and if
@@ -179,8 +202,7 @@ impl IdSet {
             let mut m = matches(word, tag);
             while m != 0 {
                 let w = (m.trailing_zeros() / 8) as usize;
-                let at = self.at(i, w);
-                if self.words[at] == k.0 && self.words[at + 1] == k.1 {
+                if self.entries[self.at(i, w)].0 == k {
                     return (i, w, true);
                 }
                 m &= m - 1;
@@ -202,43 +224,55 @@ impl IdSet {
         }
     }
 
-    /// The time `k` was inserted with, if it is here.
-    pub fn get(&self, k: Key) -> Option<i64> {
+    /// The value of `k`, if it is here.
+    pub fn get(&self, k: Key) -> Option<&V> {
         let (i, w, found) = self.find::<false>(k);
-        found.then(|| self.entry(i, w).1)
+        found.then(|| &self.entries[self.at(i, w)].1)
     }
 
-    /// Inserts `k` with time `t`, or sets its time if it is here.
-    pub fn insert(&mut self, k: Key, t: i64) {
+    pub fn contains_key(&self, k: Key) -> bool {
+        self.find::<false>(k).2
+    }
+
+    /// Inserts `k` with `v`, or sets its value if it is here.
+    pub fn insert(&mut self, k: Key, v: V) {
+        *self.get_or_insert(k, v) = v;
+    }
+
+    /// The value of `k`, inserted as `v` if it is not here.
+    pub fn get_or_insert(&mut self, k: Key, v: V) -> &mut V {
         if (self.len + 1) * 8 > self.n * WAYS * 7 {
             self.grow();
         }
-        match self.find::<true>(k) {
-            (i, w, true) => self.set_entry(i, w, k, t),
+        let at = match self.find::<true>(k) {
+            (i, w, true) => self.at(i, w),
             (i, WAYS, false) => {
-                self.place(i, k, t);
                 self.len += 1;
+                self.place(i, k, v)
             }
             (i, w, false) => {
-                self.put(i, w, k, t);
                 self.len += 1;
+                self.put(i, w, k, v)
             }
-        }
+        };
+        &mut self.entries[at].1
     }
 
-    fn put(&mut self, i: usize, w: usize, k: Key, t: i64) {
+    /// Writes entry `w` of bucket `i`; returns its index.
+    fn put(&mut self, i: usize, w: usize, k: Key, v: V) -> usize {
         self.tags[i] |= u64::from(tag(k)) << (8 * w);
-        self.set_entry(i, w, k, t);
+        let at = self.at(i, w);
+        self.entries[at] = (k, v);
+        at
     }
 
     /// Puts `k` in the first free entry from bucket `i` on, flagging each
-    /// full bucket it passes.
-    fn place(&mut self, mut i: usize, k: Key, t: i64) {
+    /// full bucket it passes; returns its index.
+    fn place(&mut self, mut i: usize, k: Key, v: V) -> usize {
         let mask = self.n - 1;
         loop {
             if let Some(w) = first_free(self.tags[i]) {
-                self.put(i, w, k, t);
-                return;
+                return self.put(i, w, k, v);
             }
             self.set_overflow(i);
             i = (i + 1) & mask;
@@ -247,21 +281,21 @@ impl IdSet {
 
     fn grow(&mut self) {
         let len = self.len;
-        let old = std::mem::replace(self, IdSet::with_buckets(self.n * 2));
+        let old = std::mem::replace(self, IdMap::with_buckets(self.n * 2));
         self.len = len;
-        for (k, t) in old.iter() {
-            self.place(self.home(k), k, t);
+        for (k, v) in old.iter() {
+            self.place(self.home(k), k, v);
         }
     }
 
-    /// Keeps only the entries whose time `keep` accepts.
+    /// Keeps only the entries whose value `keep` accepts.
     ///
     /// The overflow flags are set anew in the same pass: each entry kept
     /// outside its home bucket flags the buckets from its home to it, so
     /// that every lookup still reaches it. An entry whose sequence wrapped
     /// past the table's end flags buckets not yet passed, whose flags are
     /// still to be cleared: those few are flagged after the pass.
-    pub fn retain(&mut self, mut keep: impl FnMut(i64) -> bool) {
+    pub fn retain(&mut self, mut keep: impl FnMut(&V) -> bool) {
         let mask = self.n - 1;
         let mut wrapped = Vec::new();
         for j in 0..self.n {
@@ -270,13 +304,13 @@ impl IdSet {
                 if tag_at(self.tags[j], w) == 0 {
                     continue;
                 }
-                let (k, t) = self.entry(j, w);
-                if !keep(t) {
+                let (k, v) = &self.entries[self.at(j, w)];
+                if !keep(v) {
                     self.tags[j] &= !(0xff << (8 * w));
                     self.len -= 1;
                     continue;
                 }
-                let home = self.home(k);
+                let home = self.home(*k);
                 if home < j {
                     for i in home..j {
                         self.set_overflow(i);
@@ -295,43 +329,44 @@ impl IdSet {
         }
     }
 
-    pub fn iter(&self) -> impl Iterator<Item = (Key, i64)> + '_ {
+    pub fn iter(&self) -> impl Iterator<Item = (Key, V)> + '_ {
         self.tags.iter().enumerate().flat_map(move |(i, &word)| {
             (0..WAYS)
                 .filter(move |&w| tag_at(word, w) != 0)
-                .map(move |w| self.entry(i, w))
+                .map(move |w| self.entries[self.at(i, w)])
         })
     }
 }
 
-/// As a map from key to time: the encoding of the hash map this replaced.
-impl Serialize for IdSet {
+/// As a map from key to value: the encoding of the hash maps this
+/// replaced.
+impl<V: Copy + Default + Serialize> Serialize for IdMap<V> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let mut map = s.serialize_map(Some(self.len))?;
-        for (k, t) in self.iter() {
-            map.serialize_entry(&k, &t)?;
+        for (k, v) in self.iter() {
+            map.serialize_entry(&k, &v)?;
         }
         map.end()
     }
 }
 
-impl<'de> Deserialize<'de> for IdSet {
+impl<'de, V: Copy + Default + Deserialize<'de>> Deserialize<'de> for IdMap<V> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = IdSet;
+        struct Values<V>(std::marker::PhantomData<V>);
+        impl<'de, V: Copy + Default + Deserialize<'de>> Visitor<'de> for Values<V> {
+            type Value = IdMap<V>;
             fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("a map of id keys to times")
+                f.write_str("a map of id keys to values")
             }
-            fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> Result<IdSet, A::Error> {
-                let mut set = IdSet::with_capacity(m.size_hint().unwrap_or(0));
-                while let Some((k, t)) = m.next_entry::<Key, i64>()? {
-                    set.insert(k, t);
+            fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> Result<IdMap<V>, A::Error> {
+                let mut map = IdMap::with_capacity(m.size_hint().unwrap_or(0));
+                while let Some((k, v)) = m.next_entry::<Key, V>()? {
+                    map.insert(k, v);
                 }
-                Ok(set)
+                Ok(map)
             }
         }
-        d.deserialize_map(V)
+        d.deserialize_map(Values(std::marker::PhantomData))
     }
 }
 
@@ -346,27 +381,36 @@ mod tests {
         /// with keys crowded onto the first and the last few home buckets,
         /// so that buckets overflow and sequences wrap past the table's end.
         #[test]
-        fn behaves_as_a_map(ops in prop::collection::vec((0u8..4, 0u64..8, 0u64..64, 0i64..100), 1..800)) {
+        fn behaves_as_a_map(ops in prop::collection::vec((0u8..6, 0u64..8, 0u64..64, 0i64..100), 1..800)) {
             let mut set = IdSet::default();
             let mut map: HashMap<Key, i64> = HashMap::new();
             for (op, home, salt, t) in ops {
                 let high = if home < 4 { home } else { u64::MAX - home };
                 let k = Key(high, salt);
+                // Hints change nothing, wherever the key is.
+                set.prefetch(k);
+                set.prefetch_tags(k);
+                set.prefetch_entry(k);
                 match op {
                     0..=1 => {
                         set.insert(k, t);
                         map.insert(k, t);
                     }
                     2 => {
-                        set.retain(|x| x >= t / 4);
+                        set.retain(|x| *x >= t / 4);
                         map.retain(|_, x| *x >= t / 4);
                     }
-                    _ => prop_assert_eq!(set.get(k), map.get(&k).copied()),
+                    3 => {
+                        *set.get_or_insert(k, t) += 1;
+                        *map.entry(k).or_insert(t) += 1;
+                    }
+                    4 => prop_assert_eq!(set.contains_key(k), map.contains_key(&k)),
+                    _ => prop_assert_eq!(set.get(k), map.get(&k)),
                 }
                 prop_assert_eq!(set.len(), map.len());
             }
             for (k, t) in &map {
-                prop_assert_eq!(set.get(*k), Some(*t));
+                prop_assert_eq!(set.get(*k), Some(t));
             }
             let mut all: Vec<_> = set.iter().collect();
             all.sort();
@@ -405,6 +449,6 @@ mod tests {
         assert_eq!(set2.len(), 100);
         // Sized from the encoded length: no growth on the way.
         assert_eq!(set2.n, IdSet::with_capacity(100).n);
-        assert_eq!(set2.get(Key(7 * 9, 9)), Some(9));
+        assert_eq!(set2.get(Key(7 * 9, 9)), Some(&9));
     }
 }

@@ -18,7 +18,7 @@ use xxhash_rust::xxh3::xxh3_128;
 
 use crate::config::{EngineConfig, SECOND};
 use crate::event::{Body, CallOutcome, Event, QuotaPeriod, SurveyKind, TimeCategory};
-use ids::IdSet;
+use ids::{IdMap, IdSet};
 use parts::*;
 use window::{Clock, Series, WindowPlan, DAWN};
 
@@ -169,7 +169,7 @@ impl Book {
 
 /// 24 bytes: leads are the most numerous entities (every lead idle for
 /// less than the longest window is kept), so no `Option` padding here.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
 struct Lead {
     /// When its `lead.created` was applied; [`UNSEEN`] before.
     created_at: i64,
@@ -263,7 +263,7 @@ struct Dedup {
 
 impl Dedup {
     fn is_duplicate(&self, key: Key, horizon_start: i64) -> bool {
-        self.seen.get(key).is_some_and(|t| t >= horizon_start)
+        self.seen.get(key).is_some_and(|&t| t >= horizon_start)
     }
 
     fn insert(&mut self, key: Key, t: i64) {
@@ -272,7 +272,7 @@ impl Dedup {
 
     /// Forgets the ids older than the horizon.
     fn evict(&mut self, horizon_start: i64) {
-        self.seen.retain(|t| t >= horizon_start);
+        self.seen.retain(|&t| t >= horizon_start);
     }
 }
 
@@ -302,7 +302,7 @@ pub struct Engine {
     /// `other`: where reps and teams past their limits are folded.
     other: u32,
     stage_ids: Map<String, u8>,
-    leads: Map<Key, Lead>,
+    leads: IdMap<Lead>,
     deals: Map<Key, Deal>,
     meetings: Map<Key, Meeting>,
     accounts: Map<Key, Account>,
@@ -369,7 +369,7 @@ impl Engine {
             unassigned,
             other,
             stage_ids,
-            leads: Map::default(),
+            leads: IdMap::default(),
             deals: Map::default(),
             meetings: Map::default(),
             accounts: Map::default(),
@@ -424,7 +424,7 @@ impl Engine {
     /// so it runs only every eighth of the retention (at most 1/8 extra).
     fn sweep(&mut self) {
         let idle = self.idle_since();
-        self.leads.retain(|_, l| l.last >= idle);
+        self.leads.retain(|l| l.last >= idle);
         self.deals.retain(|_, d| !d.closed || d.last >= idle);
         self.meetings
             .retain(|_, m| m.last >= idle || m.sf.is_some_and(|sf| sf >= idle));
@@ -440,15 +440,23 @@ impl Engine {
         self.is_duplicate_key(key(id))
     }
 
-    /// Brings into cache what applying a message with this id and lead
-    /// will look up first. Changes nothing.
-    pub fn warm(&self, id: Option<Key>, lead: Option<&str>) {
+    /// Starts bringing into cache what applying a message with this id and
+    /// lead (both [`id_key`]s) will look up first: the id's place among the
+    /// applied ones, the tags of the lead's. Changes nothing, and waits for
+    /// nothing.
+    pub fn warm(&self, id: Option<Key>, lead: Option<Key>) {
         if let Some(id) = id {
             self.dedup.seen.prefetch(id);
         }
         if let Some(lead) = lead {
-            std::hint::black_box(self.leads.get(&key(lead)));
+            self.leads.prefetch_tags(lead);
         }
+    }
+
+    /// After [`Engine::warm`], starts bringing into cache the lead's entry
+    /// (or the one it would take), which its tags tell. Changes nothing.
+    pub fn warm_lead(&self, lead: Key) {
+        self.leads.prefetch_entry(lead);
     }
 
     /// As [`Engine::is_duplicate`], for an [`id_key`].
@@ -529,11 +537,11 @@ impl Engine {
     fn names_new_entity(&self, ev: &Event<'_>) -> bool {
         let lead = |l: &Option<Cow<'_, str>>| {
             l.as_deref()
-                .is_some_and(|l| !self.leads.contains_key(&key(l)))
+                .is_some_and(|l| !self.leads.contains_key(key(l)))
         };
         match &ev.body {
             Body::LeadCreated { lead: l } | Body::LeadConverted { lead: l } => {
-                !self.leads.contains_key(&key(l))
+                !self.leads.contains_key(key(l))
             }
             Body::CallLogged { lead: l, .. } | Body::EmailSent { lead: l } => lead(l),
             Body::MeetingScheduled {
@@ -920,7 +928,7 @@ impl Engine {
     /// forgotten.
     fn lead(&mut self, lead: &str, t: i64) -> &mut Lead {
         let idle = self.idle_since();
-        let l = self.leads.entry(key(lead)).or_insert(Lead::new(t));
+        let l = self.leads.get_or_insert(key(lead), Lead::new(t));
         if l.last < idle {
             *l = Lead::new(t);
         }
@@ -1207,7 +1215,7 @@ struct StateRef<'a> {
     next_sweep: i64,
     names: &'a [Box<str>],
     aggs: &'a [Agg],
-    leads: &'a Map<Key, Lead>,
+    leads: &'a IdMap<Lead>,
     deals: &'a Map<Key, Deal>,
     meetings: &'a Map<Key, Meeting>,
     accounts: &'a Map<Key, Account>,
@@ -1223,7 +1231,7 @@ struct StateOwned {
     next_sweep: i64,
     names: Vec<Box<str>>,
     aggs: Vec<Agg>,
-    leads: Map<Key, Lead>,
+    leads: IdMap<Lead>,
     deals: Map<Key, Deal>,
     meetings: Map<Key, Meeting>,
     accounts: Map<Key, Account>,
