@@ -169,6 +169,8 @@ impl Book {
 
 /// 24 bytes: leads are the most numerous entities (every lead idle for
 /// less than the longest window is kept), so no `Option` padding here.
+/// `Default` only fills the empty entries of their table; a lead starts as
+/// [`Lead::new`].
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
 struct Lead {
     /// When its `lead.created` was applied; [`UNSEEN`] before.
