@@ -1091,10 +1091,18 @@ impl Engine {
             self.book
                 .gauge(agg, G_MEETINGS_UPCOMING, if want.upcoming { 1 } else { -1 });
         }
-        if status != MeetingStatus::Canceled && want.sf > now {
+        // A timer the last count set for the same time is still pending
+        // (every timer up to T has fired): set again, it would only be
+        // popped once more for nothing, as over half the pops were. The
+        // last count set the one at `sf` if the meeting was upcoming, and
+        // the one at `sf + grace` if it was scheduled and not yet missed.
+        let same = have.sf == want.sf;
+        let set_due = same && have.upcoming;
+        let set_missed = same && (have.upcoming || (have.due && !have.held && !have.missed));
+        if status != MeetingStatus::Canceled && want.sf > now && !set_due {
             self.timers.push(Reverse((want.sf, k)));
         }
-        if status == MeetingStatus::Scheduled && want.sf + grace > now {
+        if status == MeetingStatus::Scheduled && want.sf + grace > now && !set_missed {
             self.timers.push(Reverse((want.sf + grace, k)));
         }
         self.meetings.get_mut(&k).expect("exists").counted = want;
