@@ -137,8 +137,8 @@ const PRESCAN_WORDS: usize = 8;
 /// so its steps follow one another; with the quotes known, the end of a
 /// string is the next quote's bit, a few register operations away.
 pub(super) struct Prescan {
-    /// Bit `i % 64` of word `i / 64`: byte `i` is a quote. Only filled in
-    /// for a plain message.
+    /// Bit `i % 64` of word `i / 64`: byte `i` is a quote. Filled in for a
+    /// message that fits (on x86_64), and read only when it is plain.
     quotes: [u64; PRESCAN_WORDS],
     /// The message fits `quotes` and holds no backslash and no control
     /// character (tabs and line ends included): no string has an escape,
