@@ -1097,12 +1097,12 @@ impl Engine {
         // last count set the one at `sf` if the meeting was upcoming, and
         // the one at `sf + grace` if it was scheduled and not yet missed.
         let same = have.sf == want.sf;
-        let set_due = same && have.upcoming;
-        let set_missed = same && (have.upcoming || (have.due && !have.held && !have.missed));
-        if status != MeetingStatus::Canceled && want.sf > now && !set_due {
+        let due_pending = same && have.upcoming;
+        let missed_pending = same && (have.upcoming || (have.due && !have.held && !have.missed));
+        if status != MeetingStatus::Canceled && want.sf > now && !due_pending {
             self.timers.push(Reverse((want.sf, k)));
         }
-        if status == MeetingStatus::Scheduled && want.sf + grace > now && !set_missed {
+        if status == MeetingStatus::Scheduled && want.sf + grace > now && !missed_pending {
             self.timers.push(Reverse((want.sf + grace, k)));
         }
         self.meetings.get_mut(&k).expect("exists").counted = want;
