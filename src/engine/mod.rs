@@ -7,11 +7,10 @@
 
 mod ids;
 pub mod parts;
+mod timers;
 pub mod window;
 
 use std::borrow::Cow;
-use std::cmp::Reverse;
-use std::collections::BinaryHeap;
 
 use serde::{Deserialize, Serialize};
 use xxhash_rust::xxh3::xxh3_128;
@@ -20,6 +19,7 @@ use crate::config::{EngineConfig, SECOND};
 use crate::event::{Body, CallOutcome, Event, QuotaPeriod, SurveyKind, TimeCategory};
 use ids::{IdMap, IdSet};
 use parts::*;
+use timers::Timers;
 use window::{Clock, Series, WindowPlan, DAWN};
 
 type Map<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
@@ -310,7 +310,10 @@ pub struct Engine {
     accounts: Map<Key, Account>,
     quotas: Map<u32, Quota>,
     dedup: Dedup,
-    timers: BinaryHeap<Reverse<(i64, Key)>>,
+    timers: Timers,
+    /// The meetings whose timers [`Engine::set_now`] found due, kept
+    /// between calls for its allocation.
+    due: Vec<Key>,
     /// The largest `occurred_at` this engine applied. The dedup horizon and
     /// forgetting count from it, not from T, so that this state is a function
     /// of its own events alone, whenever it is read at whatever instance clock.
@@ -377,7 +380,8 @@ impl Engine {
             accounts: Map::default(),
             quotas: Map::default(),
             dedup: Dedup::default(),
-            timers: BinaryHeap::new(),
+            timers: Timers::new(DAWN),
+            due: Vec::new(),
             max_at: DAWN,
             retention,
             next_sweep: DAWN,
@@ -412,13 +416,12 @@ impl Engine {
             return;
         }
         self.book.clock.set(&self.book.plan, now);
-        while let Some(&Reverse((at, meeting))) = self.timers.peek() {
-            if at > now {
-                break;
-            }
-            self.timers.pop();
+        let mut due = std::mem::take(&mut self.due);
+        self.timers.take_due(now, &mut due);
+        for meeting in due.drain(..) {
             self.recount_meeting(meeting);
         }
+        self.due = due;
     }
 
     /// Drops entities no rule can need any more. An entity idle past the
@@ -1100,10 +1103,10 @@ impl Engine {
         let due_pending = same && have.upcoming;
         let missed_pending = same && (have.upcoming || (have.due && !have.held && !have.missed));
         if status != MeetingStatus::Canceled && want.sf > now && !due_pending {
-            self.timers.push(Reverse((want.sf, k)));
+            self.timers.push(want.sf, k);
         }
         if status == MeetingStatus::Scheduled && want.sf + grace > now && !missed_pending {
-            self.timers.push(Reverse((want.sf + grace, k)));
+            self.timers.push(want.sf + grace, k);
         }
         self.meetings.get_mut(&k).expect("exists").counted = want;
     }
@@ -1131,7 +1134,7 @@ impl Engine {
             accounts: &self.accounts,
             quotas: &self.quotas,
             dedup: &self.dedup.seen,
-            timers: self.timers.iter().map(|Reverse(t)| *t).collect(),
+            timers: self.timers.iter().collect(),
         };
         let bytes = postcard::to_extend(&state, std::mem::take(out))?;
         *out = bytes;
@@ -1186,7 +1189,10 @@ impl Engine {
         e.meetings = state.meetings;
         e.accounts = state.accounts;
         e.quotas = state.quotas;
-        e.timers = state.timers.into_iter().map(Reverse).collect();
+        e.timers = Timers::new(state.now);
+        for (at, k) in state.timers {
+            e.timers.push(at, k);
+        }
         e.max_at = state.max_at;
         e.next_sweep = state.next_sweep;
         Ok(e)
