@@ -311,9 +311,6 @@ pub struct Engine {
     quotas: Map<u32, Quota>,
     dedup: Dedup,
     timers: Timers,
-    /// The meetings whose timers [`Engine::set_now`] found due, kept
-    /// between calls for its allocation.
-    due: Vec<Key>,
     /// The largest `occurred_at` this engine applied. The dedup horizon and
     /// forgetting count from it, not from T, so that this state is a function
     /// of its own events alone, whenever it is read at whatever instance clock.
@@ -381,7 +378,6 @@ impl Engine {
             quotas: Map::default(),
             dedup: Dedup::default(),
             timers: Timers::new(DAWN),
-            due: Vec::new(),
             max_at: DAWN,
             retention,
             next_sweep: DAWN,
@@ -416,12 +412,9 @@ impl Engine {
             return;
         }
         self.book.clock.set(&self.book.plan, now);
-        let mut due = std::mem::take(&mut self.due);
-        self.timers.take_due(now, &mut due);
-        for meeting in due.drain(..) {
+        while let Some(meeting) = self.timers.pop_due(now) {
             self.recount_meeting(meeting);
         }
-        self.due = due;
     }
 
     /// Drops entities no rule can need any more. An entity idle past the
