@@ -127,6 +127,11 @@ impl<V: Copy + Default> IdMap<V> {
         self.len
     }
 
+    /// How many more keys fit before the table grows.
+    pub fn room(&self) -> usize {
+        (self.n * WAYS * 7 / 8).saturating_sub(self.len)
+    }
+
     fn home(&self, k: Key) -> usize {
         // The key is already a hash (xxh3): its high word is uniform.
         (k.0 as usize) & (self.n - 1)
@@ -279,7 +284,8 @@ impl<V: Copy + Default> IdMap<V> {
         }
     }
 
-    fn grow(&mut self) {
+    /// Doubles the buckets.
+    pub fn grow(&mut self) {
         let len = self.len;
         let old = std::mem::replace(self, IdMap::with_buckets(self.n * 2));
         self.len = len;

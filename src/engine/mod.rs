@@ -268,17 +268,25 @@ impl Dedup {
         self.seen.get(key).is_some_and(|&t| t >= horizon_start)
     }
 
-    fn insert(&mut self, key: Key, t: i64) {
+    /// Remembers `key` as applied at `t`. An id applied before
+    /// `horizon_start` is no longer a duplicate's, but its entry is only
+    /// dropped when the table is full: a pass over the whole table then
+    /// drops every such entry, and the table grows only if that frees
+    /// less than an eighth of it. Dropping them earlier would free no
+    /// memory (a table never shrinks), only its slots, sooner than needed,
+    /// and each pass costs a read of the whole table. Passes are thus at
+    /// least an eighth of the table's insertions apart, and a table holds
+    /// at most 9/4 of the most ids a horizon had when it last grew.
+    fn insert(&mut self, key: Key, t: i64, horizon_start: i64) {
+        if self.seen.room() == 0 {
+            self.seen.retain(|&t| t >= horizon_start);
+            if self.seen.room() < self.seen.len() / 8 {
+                self.seen.grow();
+            }
+        }
         self.seen.insert(key, t);
     }
-
-    /// Forgets the ids older than the horizon.
-    fn evict(&mut self, horizon_start: i64) {
-        self.seen.retain(|&t| t >= horizon_start);
-    }
 }
-
-const HOUR: i64 = 3_600 * SECOND;
 
 /// Counts of what the engine holds, for memory and cardinality metrics.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -288,6 +296,8 @@ pub struct Sizes {
     pub deals: usize,
     pub meetings: usize,
     pub accounts: usize,
+    /// Applied ids held, with those past the horizon that the table has
+    /// not yet needed the room of (see `Dedup::insert`).
     pub dedup_ids: usize,
 }
 
@@ -318,7 +328,6 @@ pub struct Engine {
     /// Entities idle longer than this are forgotten.
     retention: i64,
     next_sweep: i64,
-    next_evict: i64,
 }
 
 /// A 128-bit hash of an id, kept as two words: 8-byte aligned, so map
@@ -381,7 +390,6 @@ impl Engine {
             max_at: DAWN,
             retention,
             next_sweep: DAWN,
-            next_evict: DAWN,
         }
     }
 
@@ -490,14 +498,9 @@ impl Engine {
         self.set_now(ev.at);
         self.max_at = self.max_at.max(ev.at);
         self.apply(ev);
-        if ev.at >= self.max_at - self.cfg.dedup_horizon {
-            self.dedup.insert(id, ev.at);
-        }
-        if self.max_at >= self.next_evict {
-            // Every eighth of the horizon (at least an hour): ids are kept
-            // at most 9/8 of the horizon, and the sweep costs O(1) per event.
-            self.dedup.evict(self.max_at - self.cfg.dedup_horizon);
-            self.next_evict = self.max_at + (self.cfg.dedup_horizon / 8).max(HOUR);
+        let horizon_start = self.max_at - self.cfg.dedup_horizon;
+        if ev.at >= horizon_start {
+            self.dedup.insert(id, ev.at, horizon_start);
         }
         if self.max_at >= self.next_sweep {
             self.sweep();
