@@ -1,10 +1,11 @@
 //! Tables keyed by id hashes, laid out for the hot path: the applied event
 //! ids of the dedup horizon, each with the time it was applied, and the
-//! leads.
+//! leads, deals and meetings.
 //!
 //! The dedup table holds every id of the horizon (some 600,000 for a week
 //! at one event a second), far more than the caches, and the leads are
-//! the most numerous entities. As in the standard library's hash map, a
+//! the most numerous entities; a meeting is read again when its timers
+//! fall due, long after its last event. As in the standard library's hash map, a
 //! lookup first reads a compact array of one-byte tags (one to two bytes
 //! per entry, so it mostly stays in cache), and reads an entry only where
 //! a tag matches: a key not seen before costs no fetch of an entry, only
@@ -235,6 +236,13 @@ impl<V: Copy + Default> IdMap<V> {
         found.then(|| &self.entries[self.at(i, w)].1)
     }
 
+    /// The value of `k`, if it is here, to change.
+    pub fn get_mut(&mut self, k: Key) -> Option<&mut V> {
+        let (i, w, found) = self.find::<false>(k);
+        let at = self.at(i, w);
+        found.then(|| &mut self.entries[at].1)
+    }
+
     pub fn contains_key(&self, k: Key) -> bool {
         self.find::<false>(k).2
     }
@@ -387,7 +395,7 @@ mod tests {
         /// with keys crowded onto the first and the last few home buckets,
         /// so that buckets overflow and sequences wrap past the table's end.
         #[test]
-        fn behaves_as_a_map(ops in prop::collection::vec((0u8..6, 0u64..8, 0u64..64, 0i64..100), 1..800)) {
+        fn behaves_as_a_map(ops in prop::collection::vec((0u8..7, 0u64..8, 0u64..64, 0i64..100), 1..800)) {
             let mut set = IdSet::default();
             let mut map: HashMap<Key, i64> = HashMap::new();
             for (op, home, salt, t) in ops {
@@ -411,7 +419,15 @@ mod tests {
                         *map.entry(k).or_insert(t) += 1;
                     }
                     4 => prop_assert_eq!(set.contains_key(k), map.contains_key(&k)),
-                    _ => prop_assert_eq!(set.get(k), map.get(&k)),
+                    5 => prop_assert_eq!(set.get(k), map.get(&k)),
+                    _ => {
+                        if let Some(v) = set.get_mut(k) {
+                            *v -= 1;
+                        }
+                        if let Some(v) = map.get_mut(&k) {
+                            *v -= 1;
+                        }
+                    }
                 }
                 prop_assert_eq!(set.len(), map.len());
             }

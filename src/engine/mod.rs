@@ -24,6 +24,28 @@ use window::{Clock, Series, WindowPlan, DAWN};
 
 type Map<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 
+/// A map keyed by id hashes: a [`Key`] is already a hash (xxh3), so it is
+/// its own hash, not hashed once more on every lookup.
+type KeyMap<V> = std::collections::HashMap<Key, V, std::hash::BuildHasherDefault<KeyHasher>>;
+
+/// Hashes a [`Key`] to its words' exclusive or (see [`KeyMap`]).
+#[derive(Default)]
+struct KeyHasher(u64);
+
+impl std::hash::Hasher for KeyHasher {
+    fn write(&mut self, _: &[u8]) {
+        unreachable!("a Key hashes as two u64s")
+    }
+
+    fn write_u64(&mut self, x: u64) {
+        self.0 ^= x;
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
 /// The rep and team of contributions that name neither.
 pub const UNASSIGNED: &str = "unassigned";
 
@@ -199,7 +221,8 @@ impl Lead {
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// `Default` only fills the empty entries of their table.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
 struct Deal {
     owner: Option<u32>,
     /// The aggregate its current-state gauges live in.
@@ -214,8 +237,9 @@ struct Deal {
     last: i64,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 enum MeetingStatus {
+    #[default]
     Scheduled,
     Held,
     Canceled,
@@ -232,7 +256,8 @@ struct Counted {
     upcoming: bool,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// `Default` only fills the empty entries of their table.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
 struct Meeting {
     agg: u32,
     sf: Option<i64>,
@@ -315,9 +340,9 @@ pub struct Engine {
     other: u32,
     stage_ids: Map<String, u8>,
     leads: IdMap<Lead>,
-    deals: Map<Key, Deal>,
-    meetings: Map<Key, Meeting>,
-    accounts: Map<Key, Account>,
+    deals: IdMap<Deal>,
+    meetings: IdMap<Meeting>,
+    accounts: KeyMap<Account>,
     quotas: Map<u32, Quota>,
     dedup: Dedup,
     timers: Timers,
@@ -381,9 +406,9 @@ impl Engine {
             other,
             stage_ids,
             leads: IdMap::default(),
-            deals: Map::default(),
-            meetings: Map::default(),
-            accounts: Map::default(),
+            deals: IdMap::default(),
+            meetings: IdMap::default(),
+            accounts: KeyMap::default(),
             quotas: Map::default(),
             dedup: Dedup::default(),
             timers: Timers::new(DAWN),
@@ -431,9 +456,9 @@ impl Engine {
     fn sweep(&mut self) {
         let idle = self.idle_since();
         self.leads.retain(|l| l.last >= idle);
-        self.deals.retain(|_, d| !d.closed || d.last >= idle);
+        self.deals.retain(|d| !d.closed || d.last >= idle);
         self.meetings
-            .retain(|_, m| m.last >= idle || m.sf.is_some_and(|sf| sf >= idle));
+            .retain(|m| m.last >= idle || m.sf.is_some_and(|sf| sf >= idle));
         self.accounts.retain(|_, a| a.active || a.last >= idle);
     }
 
@@ -487,7 +512,7 @@ impl Engine {
             return Err(Skip::OverLimit);
         }
         if let Some(deal) = ev.body.deal() {
-            if let Some(d) = self.deals.get(&key(deal)) {
+            if let Some(d) = self.deals.get(key(deal)) {
                 if d.closed && d.last >= self.idle_since() {
                     return Err(Skip::ClosedDeal);
                 }
@@ -555,7 +580,7 @@ impl Engine {
             Body::SubscriptionStarted { account, .. }
             | Body::SubscriptionChanged { account, .. }
             | Body::SubscriptionCanceled { account } => !self.accounts.contains_key(&key(account)),
-            b => b.deal().is_some_and(|d| !self.deals.contains_key(&key(d))),
+            b => b.deal().is_some_and(|d| !self.deals.contains_key(key(d))),
         }
     }
 
@@ -685,16 +710,16 @@ impl Engine {
                 stage,
             } => {
                 let k = key(deal);
-                let known = self.deals.contains_key(&k) && !self.is_stale_deal(k);
-                if known && self.deals[&k].opened {
-                    self.deals.get_mut(&k).expect("known").last = t;
+                let known = self.deals.contains_key(k) && !self.is_stale_deal(k);
+                if known && self.deals.get(k).is_some_and(|d| d.opened) {
+                    self.deals.get_mut(k).expect("known").last = t;
                     return;
                 }
                 let (rep, agg) = self.target(ev, None);
                 let stage = stage.as_deref().map(|s| self.stage_ids.get(s).copied());
                 if known {
                     self.deal_gauges(k, -1);
-                    let d = self.deals.get_mut(&k).expect("known");
+                    let d = self.deals.get_mut(k).expect("known");
                     d.owner = Some(rep);
                     d.agg = agg;
                     d.amount = *amount;
@@ -728,11 +753,11 @@ impl Engine {
                 amount,
             } => {
                 let k = self.implicit_deal(ev, deal);
-                let owner = self.deals[&k].owner;
+                let owner = self.deal(k).owner;
                 let (_, agg) = self.target(ev, owner);
                 let to = self.stage_ids.get(&**to_stage).copied();
                 self.deal_gauges(k, -1);
-                let d = self.deals.get_mut(&k).expect("implicit deal exists");
+                let d = self.deals.get_mut(k).expect("implicit deal exists");
                 let from = d.stage;
                 d.stage = to;
                 if let Some(a) = amount {
@@ -754,17 +779,17 @@ impl Engine {
             Body::DealAmountChanged { deal, amount } => {
                 let k = self.implicit_deal(ev, deal);
                 self.deal_gauges(k, -1);
-                let d = self.deals.get_mut(&k).expect("implicit deal exists");
+                let d = self.deals.get_mut(k).expect("implicit deal exists");
                 d.amount = *amount;
                 d.last = t;
                 self.deal_gauges(k, 1);
             }
             Body::DealWon { deal, amount } => {
                 let k = self.implicit_deal(ev, deal);
-                let owner = self.deals[&k].owner;
+                let owner = self.deal(k).owner;
                 let (_, agg) = self.target(ev, owner);
                 self.deal_gauges(k, -1);
-                let d = self.deals.get_mut(&k).expect("implicit deal exists");
+                let d = self.deals.get_mut(k).expect("implicit deal exists");
                 if let Some(a) = amount {
                     d.amount = *a;
                 }
@@ -789,10 +814,10 @@ impl Engine {
             }
             Body::DealLost { deal } => {
                 let k = self.implicit_deal(ev, deal);
-                let owner = self.deals[&k].owner;
+                let owner = self.deal(k).owner;
                 let (_, agg) = self.target(ev, owner);
                 self.deal_gauges(k, -1);
-                let d = self.deals.get_mut(&k).expect("implicit deal exists");
+                let d = self.deals.get_mut(k).expect("implicit deal exists");
                 d.closed = true;
                 d.last = t;
                 if let Some(s) = d.stage {
@@ -960,7 +985,7 @@ impl Engine {
 
     fn is_stale_deal(&self, k: Key) -> bool {
         self.deals
-            .get(&k)
+            .get(k)
             .is_some_and(|d| d.closed && d.last < self.idle_since())
     }
 
@@ -968,7 +993,7 @@ impl Engine {
     /// unknown. Returns its key.
     fn implicit_deal(&mut self, ev: &Event<'_>, deal: &str) -> Key {
         let k = key(deal);
-        if self.deals.contains_key(&k) && !self.is_stale_deal(k) {
+        if self.deals.contains_key(k) && !self.is_stale_deal(k) {
             return k;
         }
         let owner = ev.rep.as_deref().map(|r| self.rep_id(r));
@@ -990,9 +1015,14 @@ impl Engine {
         k
     }
 
+    /// A deal known to be here.
+    fn deal(&self, k: Key) -> &Deal {
+        self.deals.get(k).expect("a known deal")
+    }
+
     /// Adds (`sign` 1) or removes (-1) an open deal's current-state gauges.
     fn deal_gauges(&mut self, k: Key, sign: i64) {
-        let d = &self.deals[&k];
+        let d = self.deal(k);
         if d.closed {
             return;
         }
@@ -1029,7 +1059,7 @@ impl Engine {
                 },
             );
         }
-        let m = self.meetings.get_mut(&k).expect("inserted");
+        let m = self.meetings.get_mut(k).expect("inserted");
         m.last = m.last.max(ev.at);
         m
     }
@@ -1043,7 +1073,7 @@ impl Engine {
     fn meeting_known_key(&self, k: Key) -> bool {
         let idle = self.idle_since();
         self.meetings
-            .get(&k)
+            .get(k)
             .is_some_and(|m| !(m.last < idle && m.sf.is_none_or(|sf| sf < idle)))
     }
 
@@ -1052,7 +1082,7 @@ impl Engine {
     fn recount_meeting(&mut self, k: Key) {
         let now = self.book.clock.now;
         let grace = self.cfg.no_show_grace;
-        let Some(m) = self.meetings.get(&k) else {
+        let Some(&m) = self.meetings.get(k) else {
             return;
         };
         let want = match m.sf {
@@ -1104,7 +1134,7 @@ impl Engine {
         if status == MeetingStatus::Scheduled && want.sf + grace > now && !missed_pending {
             self.timers.push(want.sf + grace, k);
         }
-        self.meetings.get_mut(&k).expect("exists").counted = want;
+        self.meetings.get_mut(k).expect("exists").counted = want;
     }
 
     /// A fingerprint of what the state's layout depends on: a snapshot is
@@ -1228,9 +1258,9 @@ struct StateRef<'a> {
     names: &'a [Box<str>],
     aggs: &'a [Agg],
     leads: &'a IdMap<Lead>,
-    deals: &'a Map<Key, Deal>,
-    meetings: &'a Map<Key, Meeting>,
-    accounts: &'a Map<Key, Account>,
+    deals: &'a IdMap<Deal>,
+    meetings: &'a IdMap<Meeting>,
+    accounts: &'a KeyMap<Account>,
     quotas: &'a Map<u32, Quota>,
     dedup: &'a IdSet,
     timers: Vec<(i64, Key)>,
@@ -1244,9 +1274,9 @@ struct StateOwned {
     names: Vec<Box<str>>,
     aggs: Vec<Agg>,
     leads: IdMap<Lead>,
-    deals: Map<Key, Deal>,
-    meetings: Map<Key, Meeting>,
-    accounts: Map<Key, Account>,
+    deals: IdMap<Deal>,
+    meetings: IdMap<Meeting>,
+    accounts: KeyMap<Account>,
     quotas: Map<u32, Quota>,
     dedup: IdSet,
     timers: Vec<(i64, Key)>,
