@@ -12,7 +12,7 @@
 
 use crate::config::{ClockMode, EngineConfig};
 use crate::crm::{Adapted, Adapter, Format};
-use crate::engine::{Engine, Key, Skip};
+use crate::engine::{Ahead, Engine, Key, Skip};
 use crate::event::{self, Parsed, RejectReason, Rejection};
 
 /// Messages parsed ahead of their application by [`Processor::process_run`]:
@@ -193,8 +193,8 @@ impl Processor {
     /// Processes messages in order with exactly the outcomes and the state
     /// of [`Processor::process_each`] on each. On a canonical topic it
     /// parses up to [`RUN`] of them first, then reads what each will look
-    /// up in the state (its id among the applied ones, its lead) in two
-    /// tight loops, so that those memory fetches overlap instead of
+    /// up in the state (its id among the applied ones, its lead, deal or
+    /// meeting) in two tight loops, so that those memory fetches overlap instead of
     /// following one another, and then applies them one by one. Parsing reads no
     /// state and the reading loop changes none, so the order of effects is
     /// that of one message at a time.
@@ -206,21 +206,38 @@ impl Processor {
             return;
         }
         let mut parsed = Vec::with_capacity(RUN.min(msgs.len()));
-        let mut leads = Vec::with_capacity(RUN.min(msgs.len()));
+        let mut ahead = Vec::with_capacity(RUN.min(msgs.len()));
         for run in msgs.chunks(RUN) {
             parsed.clear();
             parsed.extend(run.iter().map(|m| self.parse(m)));
-            leads.clear();
-            leads.extend(parsed.iter().map(|(_, p)| match p {
-                Ok(Parsed::Event(ev)) => ev.body.lead().map(crate::engine::id_key),
-                _ => None,
+            ahead.clear();
+            ahead.extend(parsed.iter().map(|(key, p)| match p {
+                Ok(Parsed::Event(ev)) => Ahead::of(*key, ev),
+                _ => Ahead {
+                    id: *key,
+                    ..Ahead::default()
+                },
             }));
-            // Two passes: the second reads the lead tags the first fetched.
-            for ((key, _), lead) in parsed.iter().zip(&leads) {
-                self.engine.warm(*key, *lead);
+            // The meetings whose timers the run's event times will make due.
+            let until = parsed
+                .iter()
+                .filter_map(|(_, p)| match p {
+                    Ok(Parsed::Event(ev)) => Some(ev.at),
+                    _ => None,
+                })
+                .max();
+            // Two passes: the second reads the tags the first fetched.
+            for a in &ahead {
+                self.engine.warm(a);
             }
-            for lead in leads.iter().flatten() {
-                self.engine.warm_lead(*lead);
+            if let Some(t) = until {
+                self.engine.warm_timers(t);
+            }
+            for a in &ahead {
+                self.engine.warm_entries(a);
+            }
+            if let Some(t) = until {
+                self.engine.warm_timer_entries(t);
             }
             for (key, p) in &mut parsed {
                 let outcome = self.settle(*key, p, wall_now);

@@ -355,6 +355,37 @@ pub struct Engine {
     next_sweep: i64,
 }
 
+/// What a message will look up, as [`id_key`]s, for [`Engine::warm`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Ahead {
+    pub id: Option<Key>,
+    pub lead: Option<Key>,
+    pub entity: Option<Entity>,
+}
+
+/// The deal or meeting an event is about.
+#[derive(Debug, Clone, Copy)]
+pub enum Entity {
+    Deal(Key),
+    Meeting(Key),
+}
+
+impl Ahead {
+    /// What applying `ev`, whose id's key is `id`, will look up.
+    pub fn of(id: Option<Key>, ev: &Event<'_>) -> Ahead {
+        let entity = match (ev.body.deal(), ev.body.meeting()) {
+            (Some(d), _) => Some(Entity::Deal(key(d))),
+            (None, Some(m)) => Some(Entity::Meeting(key(m))),
+            (None, None) => None,
+        };
+        Ahead {
+            id,
+            lead: ev.body.lead().map(key),
+            entity,
+        }
+    }
+}
+
 /// A 128-bit hash of an id, kept as two words: 8-byte aligned, so map
 /// entries are not padded to 16 bytes as a `u128`'s would be.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -471,23 +502,50 @@ impl Engine {
         self.is_duplicate_key(key(id))
     }
 
-    /// Starts bringing into cache what applying a message with this id and
-    /// lead (both [`id_key`]s) will look up first: the id's place among the
-    /// applied ones, the tags of the lead's. Changes nothing, and waits for
-    /// nothing.
-    pub fn warm(&self, id: Option<Key>, lead: Option<Key>) {
-        if let Some(id) = id {
+    /// Starts bringing into cache what applying a message will look up
+    /// first: its id's place among the applied ones, the tags of its lead's,
+    /// deal's or meeting's. Changes nothing, and waits for nothing.
+    pub fn warm(&self, ahead: &Ahead) {
+        if let Some(id) = ahead.id {
             self.dedup.seen.prefetch(id);
         }
-        if let Some(lead) = lead {
+        if let Some(lead) = ahead.lead {
             self.leads.prefetch_tags(lead);
+        }
+        match ahead.entity {
+            Some(Entity::Deal(k)) => self.deals.prefetch_tags(k),
+            Some(Entity::Meeting(k)) => self.meetings.prefetch_tags(k),
+            None => {}
         }
     }
 
-    /// After [`Engine::warm`], starts bringing into cache the lead's entry
-    /// (or the one it would take), which its tags tell. Changes nothing.
-    pub fn warm_lead(&self, lead: Key) {
-        self.leads.prefetch_entry(lead);
+    /// Starts bringing into cache the tags of the meetings whose timers
+    /// will be due once the clock is at `until`; [`Engine::warm_timer_entries`]
+    /// then fetches their entries. Changes nothing.
+    pub fn warm_timers(&self, until: i64) {
+        self.timers
+            .each_due_by(until, |k| self.meetings.prefetch_tags(k));
+    }
+
+    /// After [`Engine::warm_timers`], starts bringing into cache the
+    /// entries of those meetings. Changes nothing.
+    pub fn warm_timer_entries(&self, until: i64) {
+        self.timers
+            .each_due_by(until, |k| self.meetings.prefetch_entry(k));
+    }
+
+    /// After [`Engine::warm`], starts bringing into cache the entries of the
+    /// message's lead, deal or meeting (or those they would take), which
+    /// their tags tell. Changes nothing.
+    pub fn warm_entries(&self, ahead: &Ahead) {
+        if let Some(lead) = ahead.lead {
+            self.leads.prefetch_entry(lead);
+        }
+        match ahead.entity {
+            Some(Entity::Deal(k)) => self.deals.prefetch_entry(k),
+            Some(Entity::Meeting(k)) => self.meetings.prefetch_entry(k),
+            None => {}
+        }
     }
 
     /// As [`Engine::is_duplicate`], for an [`id_key`].

@@ -112,6 +112,28 @@ impl Timers {
         self.ready.pop().map(|(_, k)| k)
     }
 
+    /// Calls `f` with the meeting of each timer [`Timers::pop_due`] would
+    /// take at `now`, taking none (for a `now` before the last reading,
+    /// those already due).
+    pub fn each_due_by(&self, now: i64, mut f: impl FnMut(Key)) {
+        self.ready.iter().for_each(|&(_, k)| f(k));
+        let now = ordered(now);
+        let top = bucket(now, self.last);
+        let mut below = self.used & (((1u128 << top) - 1) | 1);
+        while below != 0 {
+            let b = below.trailing_zeros() as usize;
+            below &= below - 1;
+            self.buckets[b].iter().for_each(|&(_, k)| f(k));
+        }
+        if top > 0 && self.used & (1 << top) != 0 {
+            for &(at, k) in &self.buckets[top] {
+                if ordered(at) <= now {
+                    f(k);
+                }
+            }
+        }
+    }
+
     /// Every pending timer, in no particular order.
     pub fn iter(&self) -> impl Iterator<Item = (i64, Key)> + '_ {
         self.buckets.iter().chain([&self.ready]).flatten().copied()
@@ -178,6 +200,10 @@ mod tests {
                     model.iter().filter(|&&(at, _)| at <= now).map(|&(_, k)| k).collect();
                 model.retain(|&(at, _)| at > now);
                 want.sort();
+                let mut seen = Vec::new();
+                t.each_due_by(now, |k| seen.push(k));
+                seen.sort();
+                prop_assert_eq!(&seen, &want);
                 prop_assert_eq!(due(&mut t, now), want);
                 let mut left: Vec<(i64, Key)> = t.iter().collect();
                 left.sort();

@@ -257,6 +257,18 @@ impl Body<'_> {
         }
     }
 
+    /// The meeting this event is about, for `meeting.*` events.
+    pub fn meeting(&self) -> Option<&str> {
+        match self {
+            Body::MeetingScheduled { meeting, .. }
+            | Body::MeetingRescheduled { meeting, .. }
+            | Body::MeetingHeld { meeting }
+            | Body::MeetingCanceled { meeting }
+            | Body::MeetingNoShow { meeting } => Some(meeting),
+            _ => None,
+        }
+    }
+
     /// The deal this event is about, for `deal.*` events.
     pub fn deal(&self) -> Option<&str> {
         match self {
