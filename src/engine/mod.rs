@@ -71,7 +71,10 @@ const TEAM: u8 = 2;
 /// admitted as one (against `limits.max_reps` / `limits.max_teams`).
 #[derive(Debug, Clone, Default)]
 struct Names {
-    ids: Map<Box<str>, u32>,
+    /// By the [`id_key`] of each name: names are looked up for nearly
+    /// every event, and an id key is what the other tables take (the same
+    /// 128-bit hash the dedup trusts to tell ids apart).
+    ids: IdMap<u32>,
     names: Vec<Box<str>>,
     kinds: Vec<u8>,
     /// Names admitted as reps, as teams.
@@ -82,13 +85,14 @@ struct Names {
 
 impl Names {
     fn intern(&mut self, name: &str) -> u32 {
-        if let Some(&id) = self.ids.get(name) {
+        let k = key(name);
+        if let Some(&id) = self.ids.get(k) {
             return id;
         }
         let id = self.names.len() as u32;
         self.names.push(name.into());
         self.kinds.push(0);
-        self.ids.insert(name.into(), id);
+        self.ids.insert(k, id);
         id
     }
 
@@ -106,7 +110,7 @@ impl Names {
     /// past the limit is not even interned, so a flood of ids costs nothing.
     fn admit(&mut self, name: &str, kind: u8, max: usize, other: u32) -> u32 {
         let slot = (kind >> 1) as usize;
-        match self.ids.get(name) {
+        match self.ids.get(key(name)) {
             Some(&id) if self.kinds[id as usize] & kind != 0 => id,
             _ if self.counts[slot] >= max => {
                 self.folded[slot] += 1;
