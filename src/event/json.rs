@@ -170,11 +170,19 @@ impl Prescan {
                 add(k, chunk.try_into().expect("sixteen bytes"));
                 k += 1;
             }
-            let rest = chunks.remainder();
-            if !rest.is_empty() {
+            let rest = chunks.remainder().len();
+            if rest > 0 && b.len() >= 16 {
+                // The last sixteen bytes, of which the first `16 - rest`
+                // were seen already: their quotes are shifted out (the other
+                // masks only say whether any byte is special or high).
+                let m = masks16(b[b.len() - 16..].try_into().expect("sixteen bytes"));
+                pre.quotes[k / 4] |= u64::from(m.quote >> (16 - rest)) << (16 * (k % 4));
+                special |= m.escape_or_control;
+                high |= m.high;
+            } else if rest > 0 {
                 // Spaces: neither quotes, nor special, nor high.
                 let mut last = [b' '; 16];
-                last[..rest.len()].copy_from_slice(rest);
+                last[..rest].copy_from_slice(chunks.remainder());
                 add(k, &last);
             }
             pre.plain = special == 0;
