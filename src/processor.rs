@@ -12,7 +12,7 @@
 
 use crate::config::{ClockMode, EngineConfig};
 use crate::crm::{Adapted, Adapter, Format};
-use crate::engine::{Ahead, Engine, Key, Skip};
+use crate::engine::{Ahead, Engine, Key, Pass, Skip};
 use crate::event::{self, Parsed, RejectReason, Rejection};
 
 /// Messages parsed ahead of their application by [`Processor::process_run`]:
@@ -227,17 +227,13 @@ impl Processor {
                 })
                 .max();
             // Two passes: the second reads the tags the first fetched.
-            for a in &ahead {
-                self.engine.warm(a);
-            }
-            if let Some(t) = until {
-                self.engine.warm_timers(t);
-            }
-            for a in &ahead {
-                self.engine.warm_entries(a);
-            }
-            if let Some(t) = until {
-                self.engine.warm_timer_entries(t);
+            for pass in [Pass::Tags, Pass::Entries] {
+                for a in &ahead {
+                    self.engine.warm(a, pass);
+                }
+                if let Some(t) = until {
+                    self.engine.warm_timers(t, pass);
+                }
             }
             for (key, p) in &mut parsed {
                 let outcome = self.settle(*key, p, wall_now);

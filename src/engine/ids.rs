@@ -102,6 +102,15 @@ fn prefetch_line<T>(p: *const T) {
     std::hint::black_box(p);
 }
 
+/// The two passes of a read-ahead over a run of messages: the first
+/// starts fetching the tags of each key's home bucket, the second reads
+/// them, fetched by then, and starts fetching the entry they point to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pass {
+    Tags,
+    Entries,
+}
+
 impl<V: Copy + Default> IdMap<V> {
     fn with_buckets(n: usize) -> Self {
         let entries = vec![(Key(0, 0), V::default()); n * WAYS + 7];
@@ -192,6 +201,15 @@ impl<V: Copy + Default> IdMap<V> {
                 .cast::<u8>()
                 .wrapping_add(std::mem::size_of::<(Key, V)>() - 1),
         );
+    }
+
+    /// Starts fetching, for `k`, what `pass` says. Changes nothing.
+    #[inline]
+    pub fn warm(&self, k: Key, pass: Pass) {
+        match pass {
+            Pass::Tags => self.prefetch_tags(k),
+            Pass::Entries => self.prefetch_entry(k),
+        }
     }
 
     /// Where `k` is: `(bucket, entry, true)`. When it is absent, and if

@@ -17,6 +17,7 @@ use xxhash_rust::xxh3::xxh3_128;
 
 use crate::config::{EngineConfig, SECOND};
 use crate::event::{Body, CallOutcome, Event, QuotaPeriod, SurveyKind, TimeCategory};
+pub use ids::Pass;
 use ids::{IdMap, IdSet};
 use parts::*;
 use timers::Timers;
@@ -507,49 +508,28 @@ impl Engine {
     }
 
     /// Starts bringing into cache what applying a message will look up
-    /// first: its id's place among the applied ones, the tags of its lead's,
-    /// deal's or meeting's. Changes nothing, and waits for nothing.
-    pub fn warm(&self, ahead: &Ahead) {
-        if let Some(id) = ahead.id {
+    /// first: its id's place among the applied ones, and its lead, deal or
+    /// meeting, in two passes over a run ([`Pass`]). Changes nothing, and
+    /// waits for nothing.
+    pub fn warm(&self, ahead: &Ahead, pass: Pass) {
+        if let (Some(id), Pass::Tags) = (ahead.id, pass) {
             self.dedup.seen.prefetch(id);
         }
         if let Some(lead) = ahead.lead {
-            self.leads.prefetch_tags(lead);
+            self.leads.warm(lead, pass);
         }
         match ahead.entity {
-            Some(Entity::Deal(k)) => self.deals.prefetch_tags(k),
-            Some(Entity::Meeting(k)) => self.meetings.prefetch_tags(k),
+            Some(Entity::Deal(k)) => self.deals.warm(k, pass),
+            Some(Entity::Meeting(k)) => self.meetings.warm(k, pass),
             None => {}
         }
     }
 
-    /// Starts bringing into cache the tags of the meetings whose timers
-    /// will be due once the clock is at `until`; [`Engine::warm_timer_entries`]
-    /// then fetches their entries. Changes nothing.
-    pub fn warm_timers(&self, until: i64) {
+    /// As [`Engine::warm`], for the meetings whose timers will be due once
+    /// the clock is at `until`.
+    pub fn warm_timers(&self, until: i64, pass: Pass) {
         self.timers
-            .each_due_by(until, |k| self.meetings.prefetch_tags(k));
-    }
-
-    /// After [`Engine::warm_timers`], starts bringing into cache the
-    /// entries of those meetings. Changes nothing.
-    pub fn warm_timer_entries(&self, until: i64) {
-        self.timers
-            .each_due_by(until, |k| self.meetings.prefetch_entry(k));
-    }
-
-    /// After [`Engine::warm`], starts bringing into cache the entries of the
-    /// message's lead, deal or meeting (or those they would take), which
-    /// their tags tell. Changes nothing.
-    pub fn warm_entries(&self, ahead: &Ahead) {
-        if let Some(lead) = ahead.lead {
-            self.leads.prefetch_entry(lead);
-        }
-        match ahead.entity {
-            Some(Entity::Deal(k)) => self.deals.prefetch_entry(k),
-            Some(Entity::Meeting(k)) => self.meetings.prefetch_entry(k),
-            None => {}
-        }
+            .each_due_by(until, |k| self.meetings.warm(k, pass));
     }
 
     /// As [`Engine::is_duplicate`], for an [`id_key`].
