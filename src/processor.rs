@@ -194,10 +194,11 @@ impl Processor {
     /// of [`Processor::process_each`] on each. On a canonical topic it
     /// parses up to [`RUN`] of them first, then reads what each will look
     /// up in the state (its id among the applied ones, its lead, deal or
-    /// meeting) in two tight loops, so that those memory fetches overlap instead of
-    /// following one another, and then applies them one by one. Parsing reads no
-    /// state and the reading loop changes none, so the order of effects is
-    /// that of one message at a time.
+    /// meeting, the meetings whose timers the run will make due) in two
+    /// tight loops, so that those memory fetches overlap instead of
+    /// following one another, and then applies them one by one. Parsing
+    /// reads no state and the reading loops change none, so the order of
+    /// effects is that of one message at a time.
     pub fn process_run(&mut self, msgs: &[&[u8]], wall_now: i64, mut each: impl FnMut(&Outcome)) {
         if self.adapter.is_some() {
             for m in msgs {

@@ -5,11 +5,11 @@
 //! The dedup table holds every id of the horizon (some 600,000 for a week
 //! at one event a second), far more than the caches, and the leads are
 //! the most numerous entities; a meeting is read again when its timers
-//! fall due, long after its last event. As in the standard library's hash map, a
-//! lookup first reads a compact array of one-byte tags (one to two bytes
-//! per entry, so it mostly stays in cache), and reads an entry only where
-//! a tag matches: a key not seen before costs no fetch of an entry, only
-//! the write of its own. Unlike that map, the place of a key's entry is
+//! fall due, long after its last event. As in the standard library's hash
+//! map, a lookup first reads a compact array of one-byte tags (one to two
+//! bytes per entry, so it mostly stays in cache), and reads an entry only
+//! where a tag matches: a key not seen before costs no fetch of an entry,
+//! only the write of its own. Unlike that map, the place of a key's entry is
 //! known before it is looked up: it is in its home bucket of eight,
 //! aligned to a cache line, unless that bucket was full.
 //! [`IdMap::prefetch`] starts fetching the tags and the bucket without
