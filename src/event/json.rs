@@ -159,15 +159,14 @@ impl Prescan {
         if b.len() <= 64 * PRESCAN_WORDS {
             let (mut special, mut high) = (0, 0);
             let mut chunks = b.chunks_exact(16);
-            let mut add = |k: usize, chunk: &[u8; 16]| {
-                let m = masks16(chunk);
+            let mut add = |k: usize, m: Masks16| {
                 pre.quotes[k / 4] |= u64::from(m.quote) << (16 * (k % 4));
                 special |= m.escape_or_control;
                 high |= m.high;
             };
             let mut k = 0;
             for chunk in &mut chunks {
-                add(k, chunk.try_into().expect("sixteen bytes"));
+                add(k, masks16(chunk.try_into().expect("sixteen bytes")));
                 k += 1;
             }
             let rest = chunks.remainder().len();
@@ -175,15 +174,14 @@ impl Prescan {
                 // The last sixteen bytes, of which the first `16 - rest`
                 // were seen already: their quotes are shifted out (the other
                 // masks only say whether any byte is special or high).
-                let m = masks16(b[b.len() - 16..].try_into().expect("sixteen bytes"));
-                pre.quotes[k / 4] |= u64::from(m.quote >> (16 - rest)) << (16 * (k % 4));
-                special |= m.escape_or_control;
-                high |= m.high;
+                let mut m = masks16(b[b.len() - 16..].try_into().expect("sixteen bytes"));
+                m.quote >>= 16 - rest;
+                add(k, m);
             } else if rest > 0 {
                 // Spaces: neither quotes, nor special, nor high.
                 let mut last = [b' '; 16];
                 last[..rest].copy_from_slice(chunks.remainder());
-                add(k, &last);
+                add(k, masks16(&last));
             }
             pre.plain = special == 0;
             pre.ascii = high == 0;
