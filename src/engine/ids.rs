@@ -272,7 +272,7 @@ impl<V: Copy + Default> IdMap<V> {
 
     /// The value of `k`, inserted as `v` if it is not here.
     pub fn get_or_insert(&mut self, k: Key, v: V) -> &mut V {
-        if (self.len + 1) * 8 > self.n * WAYS * 7 {
+        if self.room() == 0 {
             self.grow();
         }
         let at = match self.find::<true>(k) {
