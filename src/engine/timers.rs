@@ -45,6 +45,12 @@ fn bucket(t: u64, last: u64) -> usize {
     }
 }
 
+/// The buckets a reading whose bucket is `top` takes whole: those below
+/// it, and bucket 0 (instants at or before the last reading).
+fn taken_whole(top: usize) -> u128 {
+    ((1u128 << top) - 1) | 1
+}
+
 impl Timers {
     /// No timers, the clock read at `now`.
     pub fn new(now: i64) -> Self {
@@ -80,13 +86,12 @@ impl Timers {
         // empty, the last reading can stay as it is: every timer is still
         // after it, in the bucket it says.
         let top = bucket(now, self.last);
-        if self.used & ((2u128 << top) - 1) == 0 {
+        if self.used & (taken_whole(top) | 1 << top) == 0 {
             return None;
         }
         self.last = now;
-        let below_top = ((1u128 << top) - 1) | 1;
-        let mut below = self.used & below_top;
-        self.used &= !below_top;
+        let mut below = self.used & taken_whole(top);
+        self.used &= !taken_whole(top);
         while below != 0 {
             let b = below.trailing_zeros() as usize;
             below &= below - 1;
@@ -119,7 +124,7 @@ impl Timers {
         self.ready.iter().for_each(|&(_, k)| f(k));
         let now = ordered(now);
         let top = bucket(now, self.last);
-        let mut below = self.used & (((1u128 << top) - 1) | 1);
+        let mut below = self.used & taken_whole(top);
         while below != 0 {
             let b = below.trailing_zeros() as usize;
             below &= below - 1;
