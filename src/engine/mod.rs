@@ -752,8 +752,9 @@ impl Engine {
                 stage,
             } => {
                 let k = key(deal);
-                let known = self.deals.contains_key(k) && !self.is_stale_deal(k);
-                if known && self.deals.get(k).is_some_and(|d| d.opened) {
+                let live = self.live_deal(k).map(|d| d.opened);
+                let known = live.is_some();
+                if live == Some(true) {
                     self.deals.get_mut(k).expect("known").last = t;
                     return;
                 }
@@ -1025,17 +1026,19 @@ impl Engine {
         parts
     }
 
-    fn is_stale_deal(&self, k: Key) -> bool {
+    /// The deal, unless it is unknown or closed and forgotten (idle past
+    /// the retention), which an event treats as new.
+    fn live_deal(&self, k: Key) -> Option<&Deal> {
         self.deals
             .get(k)
-            .is_some_and(|d| d.closed && d.last < self.idle_since())
+            .filter(|d| !(d.closed && d.last < self.idle_since()))
     }
 
     /// The deal, opened implicitly (at this event's time, stage unknown) if
     /// unknown. Returns its key.
     fn implicit_deal(&mut self, ev: &Event<'_>, deal: &str) -> Key {
         let k = key(deal);
-        if self.deals.contains_key(k) && !self.is_stale_deal(k) {
+        if self.live_deal(k).is_some() {
             return k;
         }
         let owner = ev.rep.as_deref().map(|r| self.rep_id(r));
