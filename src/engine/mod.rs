@@ -10,8 +10,6 @@ pub mod parts;
 mod timers;
 pub mod window;
 
-use std::borrow::Cow;
-
 use serde::{Deserialize, Serialize};
 use xxhash_rust::xxh3::xxh3_128;
 
@@ -603,27 +601,16 @@ impl Engine {
     /// Whether the event names a lead, deal, meeting or account this
     /// partition does not hold.
     fn names_new_entity(&self, ev: &Event<'_>) -> bool {
-        let lead = |l: &Option<Cow<'_, str>>| {
-            l.as_deref()
-                .is_some_and(|l| !self.leads.contains_key(key(l)))
-        };
-        match &ev.body {
-            Body::LeadCreated { lead: l } | Body::LeadConverted { lead: l } => {
-                !self.leads.contains_key(key(l))
-            }
-            Body::CallLogged { lead: l, .. } | Body::EmailSent { lead: l } => lead(l),
-            Body::MeetingScheduled {
-                meeting, lead: l, ..
-            } => !self.meeting_known(meeting) || lead(l),
-            Body::MeetingRescheduled { meeting, .. }
-            | Body::MeetingHeld { meeting }
-            | Body::MeetingCanceled { meeting }
-            | Body::MeetingNoShow { meeting } => !self.meeting_known(meeting),
-            Body::SubscriptionStarted { account, .. }
-            | Body::SubscriptionChanged { account, .. }
-            | Body::SubscriptionCanceled { account } => !self.accounts.contains_key(&key(account)),
-            b => b.deal().is_some_and(|d| !self.deals.contains_key(key(d))),
+        let b = &ev.body;
+        if let Body::SubscriptionStarted { account, .. }
+        | Body::SubscriptionChanged { account, .. }
+        | Body::SubscriptionCanceled { account } = b
+        {
+            return !self.accounts.contains_key(&key(account));
         }
+        b.lead().is_some_and(|l| !self.leads.contains_key(key(l)))
+            || b.meeting().is_some_and(|m| !self.meeting_known(m))
+            || b.deal().is_some_and(|d| !self.deals.contains_key(key(d)))
     }
 
     fn team_of(&self, rep: u32) -> u32 {
