@@ -41,8 +41,8 @@ fn keyed(doc: &Value) -> Value {
 fn assert_golden(doc: &Value) {
     let want = expected();
     let (got, exp) = (&doc["outcomes"], &want["outcomes"]);
-    assert_eq!(got["applied"], exp["applied"]);
-    assert_eq!(got["ignored"], exp["ignored"]);
+    assert_eq!(got["applied"], exp["applied"], "outcomes {got}");
+    assert_eq!(got["ignored"], exp["ignored"], "outcomes {got}");
     assert_eq!(outcomes_total(doc), TOTAL, "every message accounted once");
     assert_json_close(&keyed(doc), &keyed(&want), "results");
 }
