@@ -12,7 +12,7 @@
 
 use crate::config::{ClockMode, EngineConfig};
 use crate::crm::{Adapted, Adapter, Format};
-use crate::engine::{Ahead, Engine, Key, Pass, Skip};
+use crate::engine::{Ahead, Engine, Key, Keys, Pass, Skip};
 use crate::event::{self, Parsed, RejectReason, Rejection};
 
 /// Messages parsed ahead of their application by [`Processor::process_run`]:
@@ -212,13 +212,7 @@ impl Processor {
             parsed.clear();
             parsed.extend(run.iter().map(|m| self.parse(m)));
             ahead.clear();
-            ahead.extend(parsed.iter().map(|(key, p)| match p {
-                Ok(Parsed::Event(ev)) => Ahead::of(*key, ev),
-                _ => Ahead {
-                    id: *key,
-                    ..Ahead::default()
-                },
-            }));
+            ahead.extend(parsed.iter().map(|(id, p)| Self::ahead(*id, p)));
             // The meetings whose timers the run's event times will make due.
             let until = parsed
                 .iter()
@@ -236,8 +230,8 @@ impl Processor {
                     self.engine.warm_timers(t, pass);
                 }
             }
-            for (key, p) in &mut parsed {
-                let outcome = self.settle(*key, p, wall_now);
+            for ((_, p), a) in parsed.iter_mut().zip(&ahead) {
+                let outcome = self.settle(a, p, wall_now);
                 self.counts.record(&outcome);
                 each(&outcome);
             }
@@ -252,23 +246,35 @@ impl Processor {
         (key, parsed)
     }
 
-    fn classify(&mut self, bytes: &[u8], wall_now: i64) -> Outcome {
-        let (key, mut parsed) = self.parse(bytes);
-        self.settle(key, &mut parsed, wall_now)
+    /// The keys of a parsed message whose envelope id's key is `id`.
+    fn ahead(id: Option<Key>, parsed: &Result<Parsed<'_>, Rejection>) -> Ahead {
+        Ahead {
+            id,
+            keys: match parsed {
+                Ok(Parsed::Event(ev)) => Keys::of(ev),
+                _ => Keys::default(),
+            },
+        }
     }
 
-    /// The outcome of a parsed message whose envelope id is `key`. Takes
-    /// it by reference, so that a run's events (144 bytes each) are not
-    /// copied once more on their way to the engine.
+    fn classify(&mut self, bytes: &[u8], wall_now: i64) -> Outcome {
+        let (id, mut parsed) = self.parse(bytes);
+        let ahead = Self::ahead(id, &parsed);
+        self.settle(&ahead, &mut parsed, wall_now)
+    }
+
+    /// The outcome of a parsed message whose keys are `ahead`. Takes it by
+    /// reference, so that a run's events (144 bytes each) are not copied
+    /// once more on their way to the engine.
     fn settle(
         &mut self,
-        key: Option<Key>,
+        ahead: &Ahead,
         parsed: &mut Result<Parsed<'_>, Rejection>,
         wall_now: i64,
     ) -> Outcome {
         // A message with a valid envelope and a known id is a duplicate,
         // whatever the rest of it holds.
-        if key.is_some_and(|k| self.engine.is_duplicate_key(k)) {
+        if ahead.id.is_some_and(|k| self.engine.is_duplicate_key(k)) {
             return Outcome::Duplicate;
         }
         let ev = match parsed {
@@ -281,7 +287,7 @@ impl Processor {
             Ok(Parsed::Unknown { .. }) => return Outcome::Ignored(IgnoreReason::UnknownType),
             Ok(Parsed::Event(ev)) => ev,
         };
-        let id = key.unwrap_or_else(|| crate::engine::id_key(&ev.id));
+        let id = ahead.id.unwrap_or_else(|| crate::engine::id_key(&ev.id));
         let cfg = self.engine.config();
         let wall = cfg.clock == ClockMode::Wall;
         let skew = cfg.max_clock_skew;
@@ -297,7 +303,7 @@ impl Processor {
             }
             self.engine.set_now(wall_now);
         }
-        match self.engine.offer_unseen(ev, id) {
+        match self.engine.offer_unseen(ev, id, &ahead.keys) {
             Ok(()) => Outcome::Applied,
             Err(Skip::Duplicate) => Outcome::Duplicate,
             Err(Skip::ClosedDeal) => Outcome::Ignored(IgnoreReason::ClosedDeal),
@@ -346,5 +352,41 @@ mod tests {
         let layout = Layout::new(&cfg);
         let doc = |p: &mut Processor| kpi::document(&layout, &p.engine.view(), &Filter::default());
         assert_eq!(doc(&mut run), doc(&mut one));
+    }
+
+    /// An engine offered events without their keys hashes the ids itself,
+    /// to the same state as with them.
+    #[test]
+    fn keys_not_hashed_ahead_are_hashed_on_application() {
+        let mut sim = Simulator::new(SimConfig {
+            seed: 5,
+            events_per_second: 0.05,
+            ..SimConfig::default()
+        });
+        let cfg = EngineConfig {
+            teams: sim.teams(),
+            ..EngineConfig::on_event_clock()
+        };
+        let msgs: Vec<Vec<u8>> = (0..5_000).map(|_| sim.next_message().payload).collect();
+        let mut ahead = Engine::new(cfg.clone());
+        let mut late = Engine::new(cfg.clone());
+        let mut applied = 0;
+        for m in &msgs {
+            let Ok(Parsed::Event(ev)) = event::parse(m, &cfg.parse) else {
+                continue;
+            };
+            let id = crate::engine::id_key(&ev.id);
+            if ahead.is_duplicate_key(id) {
+                assert!(late.is_duplicate_key(id));
+                continue;
+            }
+            let a = ahead.offer_unseen(&ev, id, &Keys::of(&ev));
+            assert_eq!(late.offer_unseen(&ev, id, &Keys::default()), a);
+            applied += usize::from(a.is_ok());
+        }
+        assert!(applied > 4_000, "{applied}");
+        let layout = Layout::new(&cfg);
+        let doc = |e: &mut Engine| kpi::document(&layout, &e.view(), &Filter::default());
+        assert_eq!(doc(&mut late), doc(&mut ahead));
     }
 }

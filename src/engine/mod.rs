@@ -362,29 +362,58 @@ pub struct Engine {
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Ahead {
     pub id: Option<Key>,
-    pub lead: Option<Key>,
-    pub entity: Option<Entity>,
+    pub keys: Keys,
+}
+
+/// The [`id_key`]s of the lead and the deal or meeting an event names:
+/// hashed once, for the read-ahead and for the event's application.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Keys {
+    lead: Option<Key>,
+    entity: Option<Entity>,
 }
 
 /// The deal or meeting an event is about.
-#[derive(Debug, Clone, Copy)]
-pub enum Entity {
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Entity {
     Deal(Key),
     Meeting(Key),
 }
 
-impl Ahead {
-    /// What applying `ev`, whose id's key is `id`, will look up.
-    pub fn of(id: Option<Key>, ev: &Event<'_>) -> Ahead {
+impl Keys {
+    /// The keys of what `ev` names.
+    pub fn of(ev: &Event<'_>) -> Keys {
         let entity = match (ev.body.deal(), ev.body.meeting()) {
             (Some(d), _) => Some(Entity::Deal(key(d))),
             (None, Some(m)) => Some(Entity::Meeting(key(m))),
             (None, None) => None,
         };
-        Ahead {
-            id,
+        Keys {
             lead: ev.body.lead().map(key),
             entity,
+        }
+    }
+
+    /// The key of the event's lead `lead`. Each of these three falls back
+    /// on hashing the id, so that keys that were not made for the event
+    /// (`Keys::default()`) cost a hash, not a wrong entity.
+    fn lead(&self, lead: &str) -> Key {
+        self.lead.unwrap_or_else(|| key(lead))
+    }
+
+    /// The key of the event's deal `deal`.
+    fn deal(&self, deal: &str) -> Key {
+        match self.entity {
+            Some(Entity::Deal(k)) => k,
+            _ => key(deal),
+        }
+    }
+
+    /// The key of the event's meeting `meeting`.
+    fn meeting(&self, meeting: &str) -> Key {
+        match self.entity {
+            Some(Entity::Meeting(k)) => k,
+            _ => key(meeting),
         }
     }
 }
@@ -513,10 +542,10 @@ impl Engine {
         if let (Some(id), Pass::Tags) = (ahead.id, pass) {
             self.dedup.seen.prefetch(id);
         }
-        if let Some(lead) = ahead.lead {
+        if let Some(lead) = ahead.keys.lead {
             self.leads.warm(lead, pass);
         }
-        match ahead.entity {
+        match ahead.keys.entity {
             Some(Entity::Deal(k)) => self.deals.warm(k, pass),
             Some(Entity::Meeting(k)) => self.meetings.warm(k, pass),
             None => {}
@@ -542,17 +571,19 @@ impl Engine {
         if self.is_duplicate_key(id) {
             return Err(Skip::Duplicate);
         }
-        self.offer_unseen(ev, id)
+        self.offer_unseen(ev, id, &Keys::of(ev))
     }
 
     /// As [`Engine::offer`], for an event whose [`id_key`] the caller has
-    /// just found not to be a duplicate.
-    pub fn offer_unseen(&mut self, ev: &Event<'_>, id: Key) -> Result<(), Skip> {
+    /// just found not to be a duplicate, and whose other keys it has
+    /// ([`Keys::of`] the event).
+    pub fn offer_unseen(&mut self, ev: &Event<'_>, id: Key, keys: &Keys) -> Result<(), Skip> {
+        debug_assert!(*keys == Keys::default() || *keys == Keys::of(ev));
         if self.entities() >= self.cfg.max_entities && self.names_new_entity(ev) {
             return Err(Skip::OverLimit);
         }
         if let Some(deal) = ev.body.deal() {
-            if let Some(d) = self.deals.get(key(deal)) {
+            if let Some(d) = self.deals.get(keys.deal(deal)) {
                 if d.closed && d.last >= self.idle_since() {
                     return Err(Skip::ClosedDeal);
                 }
@@ -562,7 +593,7 @@ impl Engine {
         self.dedup.seen.prefetch(id);
         self.set_now(ev.at);
         self.max_at = self.max_at.max(ev.at);
-        self.apply(ev);
+        self.apply(ev, keys);
         let horizon_start = self.max_at - self.cfg.dedup_horizon;
         if ev.at >= horizon_start {
             self.dedup.insert(id, ev.at, horizon_start);
@@ -648,12 +679,12 @@ impl Engine {
         agg
     }
 
-    fn apply(&mut self, ev: &Event<'_>) {
+    fn apply(&mut self, ev: &Event<'_>, keys: &Keys) {
         let t = ev.at;
         match &ev.body {
             Body::LeadCreated { lead } => {
                 let (rep, agg) = self.target(ev, None);
-                let l = self.lead(lead, t);
+                let l = self.lead(keys.lead(lead), t);
                 if !l.created {
                     l.created = true;
                     l.created_at = t;
@@ -662,9 +693,10 @@ impl Engine {
                 }
             }
             Body::LeadConverted { lead } => {
-                let owner = self.lead(lead, t).owner;
+                let k = keys.lead(lead);
+                let owner = self.lead(k, t).owner;
                 let (_, agg) = self.target(ev, (owner != NONE).then_some(owner));
-                let l = self.lead(lead, t);
+                let l = self.lead(k, t);
                 if !l.converted {
                     l.converted = true;
                     self.book.add(agg, t, LEADS_CONVERTED, 1);
@@ -677,7 +709,7 @@ impl Engine {
             } => {
                 let (_, agg) = self.target(ev, None);
                 let connected = i64::from(*outcome == CallOutcome::Connected);
-                let [a, b, c, d] = self.touch(lead.as_deref(), t);
+                let [a, b, c, d] = self.touch(lead.as_deref().map(|l| keys.lead(l)), t);
                 self.book.add_many(
                     agg,
                     t,
@@ -694,7 +726,7 @@ impl Engine {
             }
             Body::EmailSent { lead } => {
                 let (_, agg) = self.target(ev, None);
-                let [a, b, c, d] = self.touch(lead.as_deref(), t);
+                let [a, b, c, d] = self.touch(lead.as_deref().map(|l| keys.lead(l)), t);
                 self.book.add_many(agg, t, &[(EMAILS, 1), a, b, c, d]);
             }
             Body::MeetingScheduled {
@@ -703,42 +735,42 @@ impl Engine {
                 lead,
             } => {
                 if let Some(lead) = lead {
-                    self.lead(lead, t);
+                    self.lead(keys.lead(lead), t);
                 }
-                let m = self.meeting(ev, meeting, Some(*scheduled_for));
+                let m = self.meeting(ev, keys.meeting(meeting), Some(*scheduled_for));
                 m.sf = Some(*scheduled_for);
                 m.status = MeetingStatus::Scheduled;
                 let (_, agg) = self.target(ev, None);
                 self.book.add(agg, t, MEETINGS_BOOKED, 1);
-                self.recount_meeting(key(meeting));
+                self.recount_meeting(keys.meeting(meeting));
             }
             Body::MeetingRescheduled {
                 meeting,
                 scheduled_for,
             } => {
-                let m = self.meeting(ev, meeting, Some(*scheduled_for));
+                let m = self.meeting(ev, keys.meeting(meeting), Some(*scheduled_for));
                 m.sf = Some(*scheduled_for);
                 m.status = MeetingStatus::Scheduled;
-                self.recount_meeting(key(meeting));
+                self.recount_meeting(keys.meeting(meeting));
             }
             Body::MeetingHeld { meeting } => {
-                self.meeting(ev, meeting, Some(t)).status = MeetingStatus::Held;
-                self.recount_meeting(key(meeting));
+                self.meeting(ev, keys.meeting(meeting), Some(t)).status = MeetingStatus::Held;
+                self.recount_meeting(keys.meeting(meeting));
             }
             Body::MeetingCanceled { meeting } => {
-                self.meeting(ev, meeting, None).status = MeetingStatus::Canceled;
-                self.recount_meeting(key(meeting));
+                self.meeting(ev, keys.meeting(meeting), None).status = MeetingStatus::Canceled;
+                self.recount_meeting(keys.meeting(meeting));
             }
             Body::MeetingNoShow { meeting } => {
-                self.meeting(ev, meeting, None).status = MeetingStatus::NoShow;
-                self.recount_meeting(key(meeting));
+                self.meeting(ev, keys.meeting(meeting), None).status = MeetingStatus::NoShow;
+                self.recount_meeting(keys.meeting(meeting));
             }
             Body::DealCreated {
                 deal,
                 amount,
                 stage,
             } => {
-                let k = key(deal);
+                let k = keys.deal(deal);
                 let live = self.live_deal(k).map(|d| d.opened);
                 let known = live.is_some();
                 if live == Some(true) {
@@ -782,7 +814,7 @@ impl Engine {
                 to_stage,
                 amount,
             } => {
-                let k = self.implicit_deal(ev, deal);
+                let k = self.implicit_deal(ev, keys.deal(deal));
                 let owner = self.deal(k).owner;
                 let (_, agg) = self.target(ev, owner);
                 let to = self.stage_ids.get(&**to_stage).copied();
@@ -807,7 +839,7 @@ impl Engine {
                 self.deal_gauges(k, 1);
             }
             Body::DealAmountChanged { deal, amount } => {
-                let k = self.implicit_deal(ev, deal);
+                let k = self.implicit_deal(ev, keys.deal(deal));
                 self.deal_gauges(k, -1);
                 let d = self.deals.get_mut(k).expect("implicit deal exists");
                 d.amount = *amount;
@@ -815,7 +847,7 @@ impl Engine {
                 self.deal_gauges(k, 1);
             }
             Body::DealWon { deal, amount } => {
-                let k = self.implicit_deal(ev, deal);
+                let k = self.implicit_deal(ev, keys.deal(deal));
                 let owner = self.deal(k).owner;
                 let (_, agg) = self.target(ev, owner);
                 self.deal_gauges(k, -1);
@@ -843,7 +875,7 @@ impl Engine {
                 );
             }
             Body::DealLost { deal } => {
-                let k = self.implicit_deal(ev, deal);
+                let k = self.implicit_deal(ev, keys.deal(deal));
                 let owner = self.deal(k).owner;
                 let (_, agg) = self.target(ev, owner);
                 self.deal_gauges(k, -1);
@@ -982,9 +1014,9 @@ impl Engine {
 
     /// The lead, created implicitly (without a creation time) if unknown or
     /// forgotten.
-    fn lead(&mut self, lead: &str, t: i64) -> &mut Lead {
+    fn lead(&mut self, lead: Key, t: i64) -> &mut Lead {
         let idle = self.idle_since();
-        let l = self.leads.get_or_insert(key(lead), Lead::new(t));
+        let l = self.leads.get_or_insert(lead, Lead::new(t));
         if l.last < idle {
             *l = Lead::new(t);
         }
@@ -995,7 +1027,7 @@ impl Engine {
     /// A call or email naming a lead: its first one is the first touch. The
     /// contributions that makes, padded with [`NO_PART`], for the caller to
     /// add with its own in one go.
-    fn touch(&mut self, lead: Option<&str>, t: i64) -> [(usize, i64); 4] {
+    fn touch(&mut self, lead: Option<Key>, t: i64) -> [(usize, i64); 4] {
         let mut parts = [NO_PART; 4];
         if let Some(lead) = lead {
             let l = self.lead(lead, t);
@@ -1023,8 +1055,7 @@ impl Engine {
 
     /// The deal, opened implicitly (at this event's time, stage unknown) if
     /// unknown. Returns its key.
-    fn implicit_deal(&mut self, ev: &Event<'_>, deal: &str) -> Key {
-        let k = key(deal);
+    fn implicit_deal(&mut self, ev: &Event<'_>, k: Key) -> Key {
         if self.live_deal(k).is_some() {
             return k;
         }
@@ -1076,8 +1107,7 @@ impl Engine {
     }
 
     /// The meeting, created with this event's rep and team if unknown.
-    fn meeting(&mut self, ev: &Event<'_>, meeting: &str, sf: Option<i64>) -> &mut Meeting {
-        let k = key(meeting);
+    fn meeting(&mut self, ev: &Event<'_>, k: Key, sf: Option<i64>) -> &mut Meeting {
         if !self.meeting_known_key(k) {
             let (_, agg) = self.target(ev, None);
             self.meetings.insert(
