@@ -807,6 +807,38 @@ mod tests {
         assert_eq!(s.window(&p, 0)[1], 0, "too old for every sliding window");
     }
 
+    /// Zero values are skipped, in a short list and in a long one (past
+    /// the eight pairs the skipping copies): the sums are those of one
+    /// contribution at a time.
+    #[test]
+    fn many_contributions_at_once_sum_as_one_at_a_time() {
+        let p = plan();
+        let mut clock = Clock::new(&p);
+        let base = 1_800_000_000 * SECOND;
+        clock.set(&p, base);
+        let many: Vec<(usize, i64)> = (0..70).map(|i| (i % 2, i as i64 % 5)).collect();
+        let (mut at_once, mut singly) = (Series::new(&p, &clock), Series::new(&p, &clock));
+        for t in [base, base - MIN] {
+            at_once.add_many(&p, &clock, t, &many[..7]);
+            at_once.add_many(&p, &clock, t, &many[7..]);
+            for &(part, v) in &many {
+                singly.add(&p, &clock, t, part, v);
+            }
+        }
+        // Parts 0 and 1 hold the even and the odd i: 2 * (0+2+4+1+3) * 7.
+        assert_eq!(at_once.window(&p, 0), vec![2 * 10 * 7, 2 * 10 * 7]);
+        assert_eq!(at_once.window(&p, 0), singly.window(&p, 0));
+        clock.set(&p, base + 4 * MIN);
+        at_once.advance(&p, &clock);
+        singly.advance(&p, &clock);
+        assert_eq!(
+            at_once.window(&p, 0),
+            vec![10 * 7, 10 * 7],
+            "the older minute left"
+        );
+        assert!(at_once == singly);
+    }
+
     #[test]
     fn calendar_periods_follow_the_time_zone() {
         let t = crate::event::parse_timestamp("2026-03-31T23:30:00Z").unwrap();
