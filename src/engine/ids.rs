@@ -92,7 +92,7 @@ fn first_free(word: u64) -> Option<usize> {
 /// Starts fetching the cache line at `p` without waiting for it. A hint:
 /// it never faults, whatever the address, and changes nothing.
 #[inline(always)]
-fn prefetch_line<T>(p: *const T) {
+pub(super) fn prefetch_line<T>(p: *const T) {
     #[cfg(target_arch = "x86_64")]
     // SAFETY: a prefetch never faults, and reads nothing the program sees.
     unsafe {

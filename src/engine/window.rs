@@ -284,6 +284,22 @@ impl Deltas {
         }
     }
 
+    /// Starts fetching the values into the cache, without waiting for
+    /// them. Changes nothing.
+    fn prefetch(&self) {
+        let bytes = match self {
+            Deltas::Sparse(list) => std::mem::size_of_val(list.as_slice()),
+            Deltas::Dense(d) => std::mem::size_of_val(d.as_slice()),
+        };
+        let start = match self {
+            Deltas::Sparse(list) => list.as_ptr().cast::<u8>(),
+            Deltas::Dense(d) => d.as_ptr().cast::<u8>(),
+        };
+        for line in (0..bytes).step_by(64) {
+            super::ids::prefetch_line(start.wrapping_add(line));
+        }
+    }
+
     /// Subtracts every delta from window `w`'s sums.
     fn subtract_from(&self, sums: &mut [Lane], lanes: usize, w: usize) {
         let mut sub = |p: usize, v: i64| {
@@ -570,6 +586,16 @@ impl Series {
                         if i == ring.slots.len() {
                             i = 0;
                         }
+                    }
+                    // The bucket that leaves next, when the head moves once
+                    // more. A series is mostly touched again before that,
+                    // and its values, long out of the cache, are then on
+                    // their way (a bucket's values are their own
+                    // allocation, read only when they are added to and
+                    // when they leave).
+                    let next = &ring.slots[i];
+                    if next.bucket == b {
+                        next.deltas.prefetch();
                     }
                 }
             }
