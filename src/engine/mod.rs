@@ -70,6 +70,8 @@ const TEAM: u8 = 2;
 /// admitted as one (against `limits.max_reps` / `limits.max_teams`).
 #[derive(Debug, Clone, Default)]
 struct Names {
+    /// The ids of recently looked up names, by their bytes.
+    recent: Recent,
     /// By the [`id_key`] of each name: names are looked up for nearly
     /// every event, and an id key is what the other tables take (the same
     /// 128-bit hash the dedup trusts to tell ids apart).
@@ -109,7 +111,7 @@ impl Names {
     /// past the limit is not even interned, so a flood of ids costs nothing.
     fn admit(&mut self, name: &str, kind: u8, max: usize, other: u32) -> u32 {
         let slot = (kind >> 1) as usize;
-        match self.ids.get(key(name)) {
+        match self.find(name).as_ref() {
             Some(&id) if self.kinds[id as usize] & kind != 0 => id,
             _ if self.counts[slot] >= max => {
                 self.folded[slot] += 1;
@@ -128,6 +130,87 @@ impl Names {
 
     fn name(&self, id: u32) -> &str {
         &self.names[id as usize]
+    }
+
+    /// The id of an interned name: from [`Recent`] when it is there, else
+    /// by its key (and then kept in `recent`).
+    fn find(&mut self, name: &str) -> Option<u32> {
+        let packed = Packed::of(name.as_bytes());
+        if let Some(id) = packed.and_then(|p| self.recent.get(p)) {
+            return Some(id);
+        }
+        let id = *self.ids.get(key(name))?;
+        if let Some(p) = packed {
+            self.recent.put(p, id);
+        }
+        Some(id)
+    }
+}
+
+/// A name of 1 to 16 bytes as two words and its length: the bytes
+/// themselves, zero-padded, so equal values are equal names.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Packed {
+    lo: u64,
+    hi: u64,
+    len: u8,
+}
+
+impl Packed {
+    fn of(b: &[u8]) -> Option<Packed> {
+        let n = b.len();
+        let word = |at: usize| u64::from_le_bytes(b[at..at + 8].try_into().expect("eight bytes"));
+        let half =
+            |at: usize| u64::from(u32::from_le_bytes(b[at..at + 4].try_into().expect("four")));
+        // The last bytes are read in one load that ends at the name's end,
+        // and shifted down past the ones the first load has.
+        let (lo, hi) = match n {
+            0 => return None,
+            1..=3 => (b.iter().rev().fold(0, |w, &c| w << 8 | u64::from(c)), 0),
+            4..=7 => (half(0) | (half(n - 4) >> (8 * (8 - n))) << 32, 0),
+            8..=16 => (
+                word(0),
+                word(n - 8).checked_shr(8 * (16 - n) as u32).unwrap_or(0),
+            ),
+            _ => return None,
+        };
+        Some(Packed {
+            lo,
+            hi,
+            len: n as u8,
+        })
+    }
+
+    fn slot(self) -> usize {
+        let h = (self.lo ^ self.hi.rotate_left(29) ^ u64::from(self.len))
+            .wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        (h >> (64 - RECENT_BITS)) as usize
+    }
+}
+
+const RECENT_BITS: u32 = 6;
+
+/// A direct-mapped cache of name ids, for the few reps and teams that
+/// nearly every event names: their ids found by comparing two words,
+/// without hashing the name or looking it up in [`Names::ids`]. An entry
+/// is only ever replaced, never wrong: a name's id does not change.
+#[derive(Debug, Clone)]
+struct Recent(Box<[(Packed, u32); 1 << RECENT_BITS]>);
+
+impl Default for Recent {
+    fn default() -> Self {
+        Recent(Box::new([(Packed::default(), 0); 1 << RECENT_BITS]))
+    }
+}
+
+impl Recent {
+    fn get(&self, p: Packed) -> Option<u32> {
+        let (q, id) = self.0[p.slot()];
+        (q == p).then_some(id)
+    }
+
+    fn put(&mut self, p: Packed, id: u32) {
+        self.0[p.slot()] = (p, id);
     }
 }
 
@@ -1371,5 +1454,46 @@ impl View {
 impl crate::crm::Known for Engine {
     fn meeting_known(&self, meeting_id: &str) -> bool {
         Engine::meeting_known(self, meeting_id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// A name's packed form is its bytes, zero-padded, and its length.
+        #[test]
+        fn a_packed_name_is_its_bytes(b in prop::collection::vec(any::<u8>(), 0..20)) {
+            let mut padded = [0u8; 16];
+            let fits = (1..=16).contains(&b.len());
+            if fits {
+                padded[..b.len()].copy_from_slice(&b);
+            }
+            let want = fits.then(|| Packed {
+                lo: u64::from_le_bytes(padded[..8].try_into().unwrap()),
+                hi: u64::from_le_bytes(padded[8..].try_into().unwrap()),
+                len: b.len() as u8,
+            });
+            prop_assert_eq!(Packed::of(&b), want);
+        }
+    }
+
+    /// Names found through the cache are the names interned, whichever
+    /// of them share a cache slot.
+    #[test]
+    fn names_are_found_with_and_without_the_cache() {
+        let mut names = Names::default();
+        let all: Vec<String> = (0..500).map(|i| format!("rep-{i:04}")).collect();
+        let ids: Vec<u32> = all.iter().map(|n| names.intern(n)).collect();
+        for _ in 0..2 {
+            for (n, &id) in all.iter().zip(&ids) {
+                assert_eq!(names.find(n), Some(id));
+                assert_eq!(names.name(id), n);
+            }
+        }
+        assert_eq!(names.find("rep-9999"), None);
+        assert_eq!(names.find("rep-0001\0"), None);
     }
 }
