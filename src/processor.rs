@@ -321,12 +321,11 @@ mod tests {
     use crate::kpi::{self, Filter, Layout};
     use crate::sim::{SimConfig, Simulator};
 
-    /// Runs hold redeliveries of messages in the same run and in earlier
-    /// ones; the outcomes, counts and KPIs are those of one by one.
-    #[test]
-    fn a_run_is_processed_exactly_as_one_message_at_a_time() {
+    /// `n` simulated messages (with faults) of seed `seed`, and the engine
+    /// configuration of their teams on the event clock.
+    fn simulated(seed: u64, n: usize) -> (EngineConfig, Vec<Vec<u8>>) {
         let mut sim = Simulator::new(SimConfig {
-            seed: 3,
+            seed,
             events_per_second: 0.05,
             ..SimConfig::default()
         });
@@ -334,7 +333,15 @@ mod tests {
             teams: sim.teams(),
             ..EngineConfig::on_event_clock()
         };
-        let mut msgs: Vec<Vec<u8>> = (0..20_000).map(|_| sim.next_message().payload).collect();
+        let msgs = (0..n).map(|_| sim.next_message().payload).collect();
+        (cfg, msgs)
+    }
+
+    /// Runs hold redeliveries of messages in the same run and in earlier
+    /// ones; the outcomes, counts and KPIs are those of one by one.
+    #[test]
+    fn a_run_is_processed_exactly_as_one_message_at_a_time() {
+        let (cfg, mut msgs) = simulated(3, 20_000);
         // A redelivery inside the run that applies the original.
         msgs.insert(101, msgs[100].clone());
         let lines: Vec<&[u8]> = msgs.iter().map(Vec::as_slice).collect();
@@ -358,16 +365,7 @@ mod tests {
     /// to the same state as with them.
     #[test]
     fn keys_not_hashed_ahead_are_hashed_on_application() {
-        let mut sim = Simulator::new(SimConfig {
-            seed: 5,
-            events_per_second: 0.05,
-            ..SimConfig::default()
-        });
-        let cfg = EngineConfig {
-            teams: sim.teams(),
-            ..EngineConfig::on_event_clock()
-        };
-        let msgs: Vec<Vec<u8>> = (0..5_000).map(|_| sim.next_message().payload).collect();
+        let (cfg, msgs) = simulated(5, 5_000);
         let mut ahead = Engine::new(cfg.clone());
         let mut late = Engine::new(cfg.clone());
         let mut applied = 0;
