@@ -111,17 +111,14 @@ impl Names {
     /// past the limit is not even interned, so a flood of ids costs nothing.
     fn admit(&mut self, name: &str, kind: u8, max: usize, other: u32) -> u32 {
         let slot = (kind >> 1) as usize;
-        match self.find(name).as_ref() {
-            Some(&id) if self.kinds[id as usize] & kind != 0 => id,
+        match self.find(name) {
+            Some(id) if self.kinds[id as usize] & kind != 0 => id,
             _ if self.counts[slot] >= max => {
                 self.folded[slot] += 1;
                 other
             }
             found => {
-                let id = match found {
-                    Some(&id) => id,
-                    None => self.intern(name),
-                };
+                let id = found.unwrap_or_else(|| self.intern(name));
                 self.mark(id, kind);
                 id
             }
