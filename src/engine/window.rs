@@ -287,13 +287,9 @@ impl Deltas {
     /// Starts fetching the values into the cache, without waiting for
     /// them. Changes nothing.
     fn prefetch(&self) {
-        let bytes = match self {
-            Deltas::Sparse(list) => std::mem::size_of_val(list.as_slice()),
-            Deltas::Dense(d) => std::mem::size_of_val(d.as_slice()),
-        };
-        let start = match self {
-            Deltas::Sparse(list) => list.as_ptr().cast::<u8>(),
-            Deltas::Dense(d) => d.as_ptr().cast::<u8>(),
+        let (start, bytes) = match self {
+            Deltas::Sparse(list) => (list.as_ptr().cast::<u8>(), size_of_val(list.as_slice())),
+            Deltas::Dense(d) => (d.as_ptr().cast::<u8>(), size_of_val(d.as_slice())),
         };
         for line in (0..bytes).step_by(64) {
             super::ids::prefetch_line(start.wrapping_add(line));
