@@ -93,6 +93,33 @@ pub struct RawMapping {
     /// above (ids are kept exactly as written there).
     #[serde(default)]
     pub mapping_file: String,
+    /// CRM call results to `connected`, `no_answer`, `voicemail`, `busy`
+    /// or `other`, over the adapter's built-in ones.
+    #[serde(default)]
+    pub call_outcomes: BTreeMap<String, String>,
+    /// CRM meeting outcomes or statuses to `held`, `no_show` or `canceled`.
+    #[serde(default)]
+    pub meeting_outcomes: BTreeMap<String, String>,
+    /// Zoho: the meeting field holding its outcome.
+    #[serde(default)]
+    pub meeting_outcome_field: String,
+    /// Pipedrive: the activity types that are calls (default `call`).
+    #[serde(default)]
+    pub call_types: Vec<String>,
+    /// Pipedrive: the activity types that are meetings (default `meeting`).
+    #[serde(default)]
+    pub meeting_types: Vec<String>,
+    /// HubSpot: the object type (`0-69`); Zoho: the module whose
+    /// `churn_field` reaching one of `churn_values` churns the account.
+    #[serde(default)]
+    pub churn_object: String,
+    #[serde(default)]
+    pub churn_field: String,
+    #[serde(default)]
+    pub churn_values: Vec<String>,
+    /// Zoho: lead statuses that mean the lead was converted.
+    #[serde(default)]
+    pub converted_statuses: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -102,6 +129,8 @@ pub struct RawCrm {
     pub pipedrive: RawMapping,
     pub salesforce: RawMapping,
     pub salesforce_objects: SalesforceObjects,
+    pub close: RawMapping,
+    pub zoho: RawMapping,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -121,6 +150,12 @@ pub struct RawWebhooks {
     /// TLS is checked by a proxy in front).
     pub salesforce_auth: String,
     pub salesforce_secret_file: String,
+    pub close_topic: String,
+    /// File holding the webhook subscription's hex `signature_key`.
+    pub close_secret_file: String,
+    pub zoho_topic: String,
+    /// File holding `channel_id=token` pairs and `workflow=token`.
+    pub zoho_secret_file: String,
     /// Signed requests older or further ahead than this are refused.
     pub max_age: String,
 }
@@ -429,6 +464,10 @@ pub struct WebhookSettings {
     /// Topic and shared secret (`None`: mutual TLS in front) of
     /// `/webhooks/salesforce`.
     pub salesforce: Option<(String, Option<String>)>,
+    /// Topic and the decoded signature key of `/webhooks/close`.
+    pub close: Option<(String, Vec<u8>)>,
+    /// Topic and tokens of `/webhooks/zoho`.
+    pub zoho: Option<(String, crate::crm::signature::ZohoTokens)>,
     /// Largest accepted age of a signed request, in milliseconds.
     pub max_age_ms: i64,
 }
@@ -448,6 +487,8 @@ impl std::fmt::Debug for WebhookSettings {
                     .as_ref()
                     .map(|s| (&s.0, s.1.as_ref().map(|_| "***"))),
             )
+            .field("close", &self.close.as_ref().map(|c| (&c.0, "***")))
+            .field("zoho", &self.zoho.as_ref().map(|z| (&z.0, "***")))
             .field("max_age_ms", &self.max_age_ms)
             .finish()
     }
@@ -481,12 +522,14 @@ impl std::fmt::Debug for Credential {
 
 /// The environment variables that may hold secrets (read as they are, not
 /// as configuration keys).
-const SECRET_VARS: [&str; 6] = [
+const SECRET_VARS: [&str; 8] = [
     "KPISTREAM_METRICS_SECRET",
     "KPISTREAM_API_SECRET",
     "KPISTREAM_HUBSPOT_SECRET",
     "KPISTREAM_PIPEDRIVE_SECRET",
     "KPISTREAM_SALESFORCE_SECRET",
+    "KPISTREAM_CLOSE_SECRET",
+    "KPISTREAM_ZOHO_SECRET",
     "KPISTREAM_PSEUDONYM_SECRET",
 ];
 
@@ -925,6 +968,8 @@ impl Settings {
             pipedrive: mapping("crm.pipedrive", &raw.crm.pipedrive)?,
             salesforce: mapping("crm.salesforce", &raw.crm.salesforce)?,
             salesforce_objects: raw.crm.salesforce_objects.clone(),
+            close: mapping("crm.close", &raw.crm.close)?,
+            zoho: mapping("crm.zoho", &raw.crm.zoho)?,
         });
         let webhooks = webhooks(&raw.webhooks, &formats, secrets)?;
         let http_tls = match (raw.http.tls_cert_file.trim(), raw.http.tls_key_file.trim()) {
@@ -1037,7 +1082,32 @@ fn mapping(section: &str, raw: &RawMapping) -> Result<Mapping, ConfigError> {
         stages: raw.stages.clone(),
         won_stages: raw.won_stages.iter().cloned().collect(),
         lost_stages: raw.lost_stages.iter().cloned().collect(),
+        call_outcomes: raw.call_outcomes.clone(),
+        meeting_outcomes: raw.meeting_outcomes.clone(),
+        meeting_outcome_field: raw.meeting_outcome_field.clone(),
+        call_types: raw.call_types.iter().cloned().collect(),
+        meeting_types: raw.meeting_types.iter().cloned().collect(),
+        churn_object: raw.churn_object.clone(),
+        churn_field: raw.churn_field.clone(),
+        churn_values: raw.churn_values.iter().cloned().collect(),
+        converted_statuses: raw.converted_statuses.iter().cloned().collect(),
     };
+    for (value, o) in &m.call_outcomes {
+        if !["connected", "no_answer", "voicemail", "busy", "other"].contains(&o.as_str()) {
+            return Err(invalid(
+                format!("{section}.call_outcomes.{value}"),
+                "a call outcome is connected, no_answer, voicemail, busy or other",
+            ));
+        }
+    }
+    for (value, o) in &m.meeting_outcomes {
+        if !["held", "no_show", "canceled"].contains(&o.as_str()) {
+            return Err(invalid(
+                format!("{section}.meeting_outcomes.{value}"),
+                "a meeting outcome is held, no_show or canceled",
+            ));
+        }
+    }
     if !raw.mapping_file.is_empty() {
         let key = format!("{section}.mapping_file");
         let text = std::fs::read_to_string(&raw.mapping_file)
@@ -1145,15 +1215,56 @@ fn webhooks(
             }
         },
     };
+    let close = match route("close", &raw.close_topic, Format::Close)? {
+        None => None,
+        Some(topic) => {
+            let secret = read_secret(
+                "webhooks",
+                "close",
+                "the Close route",
+                &raw.close_secret_file,
+                secrets,
+            )?;
+            let key = crate::crm::signature::unhex(&secret).ok_or_else(|| {
+                invalid(
+                    "webhooks.close_secret_file",
+                    "the signature_key Close returned is hex",
+                )
+            })?;
+            Some((topic, key))
+        }
+    };
+    let zoho = match route("zoho", &raw.zoho_topic, Format::Zoho)? {
+        None => None,
+        Some(topic) => {
+            let secret = read_secret(
+                "webhooks",
+                "zoho",
+                "the Zoho route",
+                &raw.zoho_secret_file,
+                secrets,
+            )?;
+            let tokens = crate::crm::signature::ZohoTokens::parse(&secret)
+                .map_err(|e| invalid("webhooks.zoho_secret_file", e))?;
+            Some((topic, tokens))
+        }
+    };
     let max_age_ms =
         parse_duration(&raw.max_age).map_err(|p| invalid("webhooks.max_age", p))? / 1000;
-    if hubspot.is_none() && pipedrive.is_none() && salesforce.is_none() {
+    if hubspot.is_none()
+        && pipedrive.is_none()
+        && salesforce.is_none()
+        && close.is_none()
+        && zoho.is_none()
+    {
         return Ok(None);
     }
     Ok(Some(WebhookSettings {
         hubspot,
         pipedrive,
         salesforce,
+        close,
+        zoho,
         max_age_ms,
     }))
 }
@@ -1336,7 +1447,7 @@ mod tests {
                 "teams_file",
             ),
             (
-                &[("KPISTREAM__KAFKA__FORMATS__CRM-EVENTS", "zoho")],
+                &[("KPISTREAM__KAFKA__FORMATS__CRM-EVENTS", "sugarcrm")],
                 "kafka.formats.crm-events",
             ),
             (

@@ -34,10 +34,21 @@ enum Command {
     Replay {
         #[arg(long)]
         input: String,
-        /// Payload format of each line: canonical, hubspot, pipedrive or
-        /// salesforce_cdc (one native JSON document per line).
+        /// Payload format of each line: canonical, hubspot, pipedrive,
+        /// salesforce_cdc, close or zoho (one native JSON document per line).
         #[arg(long, default_value = "canonical")]
         format: kpistream::crm::Format,
+    },
+    /// Shows what a CRM's native payloads become: for each document of an
+    /// NDJSON file (`-` or no --input: stdin), one JSON line per canonical
+    /// event it maps to, with the event's outcome, and one per element that
+    /// maps to none, with its outcome and reason.
+    Adapt {
+        /// hubspot, pipedrive, salesforce_cdc, close or zoho.
+        #[arg(long)]
+        format: kpistream::crm::Format,
+        #[arg(long, default_value = "-")]
+        input: String,
     },
     /// Generates a realistic stream of CRM events: to a Kafka topic with
     /// --brokers, else as NDJSON to stdout.
@@ -107,6 +118,29 @@ fn main() -> anyhow::Result<()> {
         Command::Replay { input, format } => {
             let settings = Settings::load(cli.config.as_deref(), &overrides)?;
             replay(settings, format, &input)
+        }
+        Command::Adapt { format, input } => {
+            if format == Format::Canonical {
+                anyhow::bail!("--format must be a CRM format: canonical messages take no adapter");
+            }
+            let settings = Settings::load(cli.config.as_deref(), &overrides)?;
+            let mut out = BufWriter::new(io::stdout().lock());
+            let counts = if input == "-" {
+                kpistream::replay::adapt(settings.engine, format, io::stdin().lock(), &mut out)
+            } else {
+                let f = File::open(&input).with_context(|| format!("cannot open {input}"))?;
+                kpistream::replay::adapt(settings.engine, format, BufReader::new(f), &mut out)
+            }
+            .context("reading the input")?;
+            out.flush()?;
+            tracing::info!(
+                applied = counts.applied,
+                duplicate = counts.duplicate,
+                ignored = counts.ignored_total(),
+                rejected = counts.rejected_total(),
+                "adapt done"
+            );
+            Ok(())
         }
         Command::Simulate {
             brokers,

@@ -29,13 +29,17 @@ pub enum IgnoreReason {
     ClosedDeal,
     /// A CRM payload that changes no KPI (a deletion, an untracked field).
     NoKpiChange,
+    /// An element of a CRM payload whose content went into another
+    /// element's events (HubSpot's property notices of a creation).
+    Merged,
 }
 
 impl IgnoreReason {
-    pub const ALL: [IgnoreReason; 3] = [
+    pub const ALL: [IgnoreReason; 4] = [
         IgnoreReason::UnknownType,
         IgnoreReason::ClosedDeal,
         IgnoreReason::NoKpiChange,
+        IgnoreReason::Merged,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -43,6 +47,7 @@ impl IgnoreReason {
             IgnoreReason::UnknownType => "unknown_type",
             IgnoreReason::ClosedDeal => "closed_deal",
             IgnoreReason::NoKpiChange => "no_kpi_change",
+            IgnoreReason::Merged => "merged",
         }
     }
 }
@@ -67,13 +72,64 @@ impl Outcome {
     }
 }
 
-/// Outcome counts, with rejections and ignores by reason.
+/// Outcome counts, with rejections and ignores by reason. Snapshots store
+/// the per-reason counts as sequences, so that a build with more reasons
+/// reads an older snapshot (the reasons missing there count 0).
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Counts {
     pub applied: u64,
     pub duplicate: u64,
+    #[serde(with = "by_reason")]
     pub ignored: [u64; IgnoreReason::ALL.len()],
+    #[serde(with = "by_reason")]
     pub rejected: [u64; RejectReason::ALL.len()],
+}
+
+/// Counts by reason as a length-prefixed sequence.
+mod by_reason {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<S: Serializer, const N: usize>(v: &[u64; N], s: S) -> Result<S::Ok, S::Error> {
+        v.as_slice().serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>, const N: usize>(
+        d: D,
+    ) -> Result<[u64; N], D::Error> {
+        let v = Vec::<u64>::deserialize(d)?;
+        if v.len() > N {
+            return Err(serde::de::Error::invalid_length(
+                v.len(),
+                &"at most this build's reasons",
+            ));
+        }
+        let mut out = [0; N];
+        out[..v.len()].copy_from_slice(&v);
+        Ok(out)
+    }
+}
+
+/// Counts as snapshot format 4 stored them: fixed arrays of the reasons
+/// of that build (3 ignore and 13 reject reasons).
+#[derive(serde::Deserialize)]
+pub(crate) struct CountsV4 {
+    applied: u64,
+    duplicate: u64,
+    ignored: [u64; 3],
+    rejected: [u64; 13],
+}
+
+impl From<CountsV4> for Counts {
+    fn from(c: CountsV4) -> Self {
+        let mut out = Counts {
+            applied: c.applied,
+            duplicate: c.duplicate,
+            ..Counts::default()
+        };
+        out.ignored[..3].copy_from_slice(&c.ignored);
+        out.rejected[..13].copy_from_slice(&c.rejected);
+        out
+    }
 }
 
 impl Counts {
@@ -158,28 +214,65 @@ impl Processor {
 
     /// Processes one message of the processor's format, calling `each` with
     /// every outcome: one for a canonical message, one per mapped event (or
-    /// one rejection or ignore) for a native payload.
+    /// one rejection or ignore) of each element of a native payload.
     pub fn process_each(&mut self, bytes: &[u8], wall_now: i64, mut each: impl FnMut(&Outcome)) {
+        self.process_elements(bytes, wall_now, |o, _| each(o));
+    }
+
+    /// As [`Processor::process_each`], with each outcome's element: its
+    /// index in a native payload of several (a HubSpot batch, a change of
+    /// several records), `None` for a canonical message or a payload that
+    /// is one element.
+    pub fn process_elements(
+        &mut self,
+        bytes: &[u8],
+        wall_now: i64,
+        mut each: impl FnMut(&Outcome, Option<usize>),
+    ) {
+        self.process_traced(bytes, wall_now, |o, element, _| each(o, element));
+    }
+
+    /// As [`Processor::process_elements`], with the canonical event each
+    /// outcome is of (`None` for an element that became no event, and on a
+    /// canonical topic): what `kpistream adapt` prints.
+    pub fn process_traced(
+        &mut self,
+        bytes: &[u8],
+        wall_now: i64,
+        mut each: impl FnMut(&Outcome, Option<usize>, Option<&serde_json::Value>),
+    ) {
         let Some(adapter) = &self.adapter else {
             let outcome = self.process(bytes, wall_now);
-            each(&outcome);
+            each(&outcome, None, None);
             return;
         };
-        let outcome = match adapter.adapt(bytes, &self.engine.config().parse, &self.engine) {
-            Err(r) => Outcome::Rejected(r),
-            Ok(Adapted::UnknownKind) => Outcome::Ignored(IgnoreReason::UnknownType),
-            Ok(Adapted::NothingToDo) => Outcome::Ignored(IgnoreReason::NoKpiChange),
-            Ok(Adapted::Events(events)) => {
-                for ev in events {
-                    let bytes = serde_json::to_vec(&ev).expect("a JSON value serializes");
-                    let outcome = self.process(&bytes, wall_now);
-                    each(&outcome);
-                }
+        let elements = match adapter.adapt(bytes, &self.engine.config().parse, &self.engine) {
+            Ok(elements) => elements,
+            Err(r) => {
+                let outcome = Outcome::Rejected(r);
+                self.counts.record(&outcome);
+                each(&outcome, None, None);
                 return;
             }
         };
-        self.counts.record(&outcome);
-        each(&outcome);
+        for element in elements {
+            let outcome = match element.result {
+                Err(r) => Outcome::Rejected(r),
+                Ok(Adapted::UnknownKind) => Outcome::Ignored(IgnoreReason::UnknownType),
+                Ok(Adapted::NothingToDo) => Outcome::Ignored(IgnoreReason::NoKpiChange),
+                Ok(Adapted::Merged) => Outcome::Ignored(IgnoreReason::Merged),
+                Ok(Adapted::Events(events)) => {
+                    for ev in events {
+                        let bytes = serde_json::to_vec(&ev).expect("a JSON value serializes");
+                        let outcome = self.process(&bytes, wall_now);
+                        each(&outcome, element.index, Some(&ev));
+                    }
+                    continue;
+                }
+            };
+            self.counts.record(&outcome);
+            each(&outcome, element.index, None);
+        }
     }
 
     /// Processes one message. `wall_now` (microseconds since the epoch) is

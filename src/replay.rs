@@ -40,6 +40,58 @@ pub fn replay_format(
     Ok((doc, p.counts))
 }
 
+/// `kpistream adapt`: maps each native document of `input` (one a line)
+/// as the service does, on the event clock with the engine's state behind
+/// it, and writes one JSON line to `out` per canonical event (with its
+/// outcome) and per element that became no event (with its outcome and
+/// reason). Lines are numbered from 1; `element` is the element's index in
+/// a payload of several.
+pub fn adapt(
+    mut cfg: EngineConfig,
+    format: Format,
+    input: impl BufRead,
+    out: &mut impl std::io::Write,
+) -> std::io::Result<Counts> {
+    cfg.clock = ClockMode::Event;
+    let mut p = Processor::new(cfg).with_format(format);
+    let mut line = 0u64;
+    let mut failed = None;
+    for_each_line(input, |bytes| {
+        line += 1;
+        if failed.is_some() || bytes.iter().all(u8::is_ascii_whitespace) {
+            return;
+        }
+        p.process_traced(bytes, 0, |outcome, element, event| {
+            let mut row = serde_json::json!({
+                "line": line,
+                "element": element,
+                "outcome": outcome.label(),
+            });
+            match outcome {
+                Outcome::Ignored(r) => row["reason"] = r.as_str().into(),
+                Outcome::Rejected(r) => {
+                    row["reason"] = r.reason.as_str().into();
+                    row["detail"] = r.detail.clone().into();
+                }
+                _ => {}
+            }
+            if let Some(ev) = event {
+                row["event"] = ev.clone();
+            }
+            if let Err(e) = serde_json::to_writer(&mut *out, &row)
+                .map_err(std::io::Error::from)
+                .and_then(|()| out.write_all(b"\n"))
+            {
+                failed = Some(e);
+            }
+        });
+    })?;
+    match failed {
+        Some(e) => Err(e),
+        None => Ok(p.counts),
+    }
+}
+
 /// Calls `f` with each line of `input`, without its line ending, reusing one
 /// buffer. Lines that are not UTF-8 are passed as they are.
 pub fn for_each_line(input: impl BufRead, mut f: impl FnMut(&[u8])) -> std::io::Result<()> {

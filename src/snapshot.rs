@@ -30,14 +30,18 @@ use crate::processor::{Counts, Processor};
 const MAGIC: &[u8; 8] = b"KPISNAP\0";
 /// The current format; older formats get a migration here when they exist.
 /// 4: window sums stored part-major, eight windows to a lane.
-pub const FORMAT: u32 = 4;
+/// 5: outcome counts by reason as sequences (a build with new reasons
+/// reads it); format 4 is read and migrated.
+pub const FORMAT: u32 = 5;
+/// The oldest format this build reads.
+pub const OLDEST_FORMAT: u32 = 4;
 const HEADER: usize = 8 + 4 + 8 + 8;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SnapshotError {
     #[error("not a kpistream snapshot")]
     BadMagic,
-    #[error("snapshot format {0} is not supported (this build reads {FORMAT})")]
+    #[error("snapshot format {0} is not supported (this build reads {OLDEST_FORMAT} to {FORMAT})")]
     Format(u32),
     #[error("snapshot is truncated")]
     Truncated,
@@ -62,6 +66,14 @@ struct HeadRef<'a> {
 struct Head {
     next_offset: i64,
     counts: Counts,
+    layout: String,
+}
+
+/// The head of format 4: the counts of that build's reasons, fixed.
+#[derive(Deserialize)]
+struct HeadV4 {
+    next_offset: i64,
+    counts: crate::processor::CountsV4,
     layout: String,
 }
 
@@ -135,7 +147,7 @@ pub fn decode(bytes: &[u8], cfg: EngineConfig) -> Result<Restored, SnapshotError
         return Err(SnapshotError::BadMagic);
     }
     let format = u32::from_le_bytes(bytes[8..12].try_into().expect("4 bytes"));
-    if format != FORMAT {
+    if !(OLDEST_FORMAT..=FORMAT).contains(&format) {
         return Err(SnapshotError::Format(format));
     }
     let len = u64::from_le_bytes(bytes[12..20].try_into().expect("8 bytes"));
@@ -147,7 +159,17 @@ pub fn decode(bytes: &[u8], cfg: EngineConfig) -> Result<Restored, SnapshotError
     if xxh3_64(body) != sum {
         return Err(SnapshotError::Checksum);
     }
-    let (head, engine): (Head, &[u8]) = postcard::take_from_bytes(body)?;
+    let (head, engine): (Head, &[u8]) = if format == 4 {
+        let (h, rest): (HeadV4, &[u8]) = postcard::take_from_bytes(body)?;
+        let head = Head {
+            next_offset: h.next_offset,
+            counts: h.counts.into(),
+            layout: h.layout,
+        };
+        (head, rest)
+    } else {
+        postcard::take_from_bytes(body)?
+    };
     if head.layout != Engine::layout_fingerprint(&cfg) {
         return Err(SnapshotError::Layout);
     }
@@ -296,6 +318,48 @@ mod tests {
     }
 
     #[test]
+    fn a_format_4_snapshot_is_restored_with_its_counts() {
+        #[derive(Serialize)]
+        struct CountsV4 {
+            applied: u64,
+            duplicate: u64,
+            ignored: [u64; 3],
+            rejected: [u64; 13],
+        }
+        #[derive(Serialize)]
+        struct HeadV4 {
+            next_offset: i64,
+            counts: CountsV4,
+            layout: String,
+        }
+        let mut p = processor_with_events();
+        let old = HeadV4 {
+            next_offset: 9,
+            counts: CountsV4 {
+                applied: p.counts.applied,
+                duplicate: p.counts.duplicate,
+                ignored: p.counts.ignored[..3].try_into().unwrap(),
+                rejected: p.counts.rejected[..13].try_into().unwrap(),
+            },
+            layout: Engine::layout_fingerprint(p.engine.config()),
+        };
+        let mut image = postcard::to_extend(&old, header(0)).unwrap();
+        image[8..12].copy_from_slice(&4u32.to_le_bytes());
+        p.engine.encode(&mut image).unwrap();
+        seal_header(&mut image);
+        let mut r = decode(&image, EngineConfig::on_event_clock()).unwrap();
+        assert_eq!(r.next_offset, 9);
+        assert_eq!(r.processor.counts, p.counts);
+        assert_eq!(r.processor.engine.view(), p.engine.view());
+        let mut future = encode(&p, 9).unwrap();
+        future[8..12].copy_from_slice(&(FORMAT + 1).to_le_bytes());
+        assert!(matches!(
+            decode(&future, EngineConfig::on_event_clock()),
+            Err(SnapshotError::Format(f)) if f == FORMAT + 1
+        ));
+    }
+
+    #[test]
     fn corruption_is_detected_not_loaded() {
         let p = processor_with_events();
         let image = encode(&p, 7).unwrap();
@@ -330,7 +394,7 @@ mod tests {
         assert!(matches!(err, SnapshotError::Format(3)));
         assert_eq!(
             err.to_string(),
-            "snapshot format 3 is not supported (this build reads 4)"
+            "snapshot format 3 is not supported (this build reads 4 to 5)"
         );
     }
 

@@ -38,6 +38,8 @@ pub const HEADER_SOURCE_PARTITION: &str = "kpistream.source.partition";
 pub const HEADER_SOURCE_OFFSET: &str = "kpistream.source.offset";
 pub const HEADER_REASON: &str = "kpistream.reason";
 pub const HEADER_DETAIL: &str = "kpistream.detail";
+/// The index of the rejected element in a native payload of several.
+pub const HEADER_ELEMENT: &str = "kpistream.element";
 
 /// What the HTTP side asks the ingest loop for: a copy of the KPI state.
 pub struct ViewRequest {
@@ -316,10 +318,10 @@ impl Inner {
         let started = Instant::now();
         let (pending, dlq) = (&mut self.pending, &self.dlq);
         part.processor
-            .process_each(payload, unix_micros(), |outcome| {
+            .process_elements(payload, unix_micros(), |outcome, element| {
                 pending.record(outcome);
                 if let (Outcome::Rejected(r), Some(dlq)) = (outcome, dlq) {
-                    dlq.send(m, r.reason.as_str(), &r.detail);
+                    dlq.send(m, r.reason.as_str(), &r.detail, element);
                 }
             });
         self.metrics
@@ -495,7 +497,10 @@ impl ProducerContext for DlqCtx {
 }
 
 impl DeadLetters {
-    fn send(&self, m: &BorrowedMessage<'_>, reason: &str, detail: &str) {
+    /// Dead-letters message `m`, whole, for one rejection: of the message,
+    /// or of its element `element` (a HubSpot batch's notification, a
+    /// record of a change naming several), named in `kpistream.element`.
+    fn send(&self, m: &BorrowedMessage<'_>, reason: &str, detail: &str, element: Option<usize>) {
         let mut headers = OwnedHeaders::new();
         if let Some(h) = m.headers() {
             for h in h.iter() {
@@ -506,6 +511,12 @@ impl DeadLetters {
             }
         }
         let (partition, offset) = (m.partition().to_string(), m.offset().to_string());
+        if let Some(i) = element {
+            headers = headers.insert(Header {
+                key: HEADER_ELEMENT,
+                value: Some(&i.to_string()),
+            });
+        }
         for (key, value) in [
             (HEADER_SOURCE_TOPIC, m.topic()),
             (HEADER_SOURCE_PARTITION, &partition),

@@ -1,5 +1,6 @@
-//! The CRM webhook receiver: `POST /webhooks/hubspot`, `/webhooks/pipedrive`
-//! and `/webhooks/salesforce`, on the HTTP listener.
+//! The CRM webhook receiver: `POST /webhooks/hubspot`, `/webhooks/pipedrive`,
+//! `/webhooks/salesforce`, `/webhooks/close` and `/webhooks/zoho`, on the
+//! HTTP listener.
 //!
 //! Each request is authenticated the way its CRM signs it
 //! ([`crate::crm::signature`]); a refused one gets 401 and is counted. An
@@ -7,12 +8,15 @@
 //! idempotent producer (acks=all), and only when the broker has acknowledged
 //! it is the CRM answered 200: a failure answers 503 and the CRM retries,
 //! so nothing is lost, and the retry is a duplicate for the dedup set if
-//! the first attempt did land. HubSpot batches are split into one message
-//! per notification, keyed by its object id; Pipedrive and Salesforce
-//! payloads are produced as they came, keyed by their entity or record id,
-//! so all messages of one CRM object share a partition. A payload that is
-//! not even JSON is produced too, unkeyed: the processor rejects it to the
-//! dead-letter topic, where it can be seen.
+//! the first attempt did land. A correctly signed request that comes again
+//! (the CRM missed the first answer) is accepted and produced again: its
+//! events are duplicates, never lost. HubSpot batches are split into one
+//! message per object (the array of that object's notifications, so that a
+//! creation and its properties stay together), keyed by its object id;
+//! the other CRMs' payloads are produced as they came, keyed by their
+//! entity or record id, so all messages of one CRM object share a
+//! partition. A payload that is not even JSON is produced too, unkeyed: the
+//! processor rejects it to the dead-letter topic, where it can be seen.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -73,6 +77,12 @@ pub fn router(hooks: Arc<Hooks>, max_request_bytes: usize) -> Router {
     if hooks.settings.salesforce.is_some() {
         r = r.route("/webhooks/salesforce", post(salesforce));
     }
+    if hooks.settings.close.is_some() {
+        r = r.route("/webhooks/close", post(close));
+    }
+    if hooks.settings.zoho.is_some() {
+        r = r.route("/webhooks/zoho", post(zoho));
+    }
     r.layer(DefaultBodyLimit::max(max_request_bytes))
         .with_state(hooks)
 }
@@ -105,9 +115,9 @@ impl Hooks {
     }
 
     /// Produces the messages and answers once all are acknowledged.
-    /// `signature` (if any) is checked against and added to the replay
-    /// guard first, and taken out again if the messages could not be
-    /// stored, so that a CRM may send exactly the same request again.
+    /// `signature` (if any) is looked up in the replay guard first: a
+    /// request seen before is a CRM's retry, counted as `redelivered` and
+    /// produced again (its events are duplicates downstream).
     async fn deliver(
         &self,
         crm: &'static str,
@@ -120,7 +130,7 @@ impl Hooks {
             let mut replays = self.replays.lock().expect("replay guard lock");
             if replays.check(sig, now).is_err() {
                 drop(replays);
-                return self.refuse(crm, Refusal::Replayed);
+                self.count(crm, "redelivered");
             }
         }
         let mut pending = Vec::with_capacity(messages.len());
@@ -147,9 +157,6 @@ impl Hooks {
             }
         }
         if let Some(e) = failed {
-            if let Some(sig) = signature {
-                self.replays.lock().expect("replay guard lock").forget(sig);
-            }
             warn!(crm, error = %e, "webhook payload not produced; answering 503 so the CRM retries");
             self.count(crm, "produce_failed");
             return (
@@ -191,16 +198,34 @@ async fn hubspot(
         return h.refuse("hubspot", why);
     }
     let messages = match serde_json::from_slice::<Value>(&body) {
-        Ok(Value::Array(items)) => items
-            .iter()
-            .map(|n| {
-                let bytes = serde_json::to_vec(n).expect("a JSON value serializes");
-                (id_text(n.get("objectId")), bytes)
-            })
-            .collect(),
+        Ok(Value::Array(items)) => by_object(items),
         _ => vec![(None, body.to_vec())],
     };
     h.deliver("hubspot", topic, sig, messages).await
+}
+
+/// A HubSpot batch as one message per object: the array of that object's
+/// notifications, in their order, keyed by the object id (notifications
+/// without one, such as association changes, together and unkeyed).
+pub fn by_object(items: Vec<Value>) -> Vec<(Option<String>, Vec<u8>)> {
+    let mut groups: Vec<(Option<String>, Vec<Value>)> = Vec::new();
+    for n in items {
+        let key = id_text(n.get("objectId"));
+        match groups.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, g)) => g.push(n),
+            None => groups.push((key, vec![n])),
+        }
+    }
+    if groups.is_empty() {
+        groups.push((None, Vec::new())); // an empty batch is still one message
+    }
+    groups
+        .into_iter()
+        .map(|(k, g)| {
+            let bytes = serde_json::to_vec(&g).expect("a JSON value serializes");
+            (k, bytes)
+        })
+        .collect()
 }
 
 async fn pipedrive(State(h): State<Arc<Hooks>>, headers: HeaderMap, body: Bytes) -> Response {
@@ -238,5 +263,35 @@ async fn salesforce(State(h): State<Arc<Hooks>>, headers: HeaderMap, body: Bytes
     });
     let sig = secret.as_ref().and(sig);
     h.deliver("salesforce", topic, sig, vec![(key, body.to_vec())])
+        .await
+}
+
+async fn close(State(h): State<Arc<Hooks>>, headers: HeaderMap, body: Bytes) -> Response {
+    let (topic, key) = h.settings.close.as_ref().expect("route is on");
+    let sig = header(&headers, "close-sig-hash");
+    if let Err(why) =
+        signature::verify_close(key, &body, header(&headers, "close-sig-timestamp"), sig)
+    {
+        return h.refuse("close", why);
+    }
+    let key = serde_json::from_slice::<Value>(&body)
+        .ok()
+        .and_then(|doc| id_text(doc.pointer("/event/object_id")));
+    h.deliver("close", topic, sig, vec![(key, body.to_vec())])
+        .await
+}
+
+async fn zoho(State(h): State<Arc<Hooks>>, headers: HeaderMap, body: Bytes) -> Response {
+    let (topic, tokens) = h.settings.zoho.as_ref().expect("route is on");
+    // Zoho signs nothing: the token is in the body, so a body that is not
+    // JSON cannot be verified, and is refused.
+    let Ok(doc) = serde_json::from_slice::<Value>(&body) else {
+        return h.refuse("zoho", Refusal::Missing);
+    };
+    if let Err(why) = tokens.verify(&doc, header(&headers, "x-kpistream-token")) {
+        return h.refuse("zoho", why);
+    }
+    let key = id_text(doc.pointer("/ids/0")).or_else(|| id_text(doc.get("id")));
+    h.deliver("zoho", topic, None, vec![(key, body.to_vec())])
         .await
 }

@@ -1,28 +1,35 @@
 //! Pipedrive webhooks v2: `{"meta": {...}, "data": {...}, "previous": {...}}`.
 //!
-//! `meta.action` is `create`, `change` or `delete` (v1's `added`, `updated`,
-//! `deleted` are read too); `data` is the object after the change and
-//! `previous` holds the old values of the fields that changed.
+//! `meta.action` is `create`, `change` or `delete`; `data` is the object
+//! after the change and `previous` holds the old values of the fields that
+//! changed. Webhooks v1 bodies (`current`/`previous`, actions `added`,
+//! `updated`, `deleted`) are rejected as `unsupported_version`: v1 has no
+//! event id, so a retry could not be told from a new change, and v1 and v2
+//! webhooks side by side would count every change twice.
 //!
 //! | entity, action | canonical events |
 //! |---|---|
 //! | deal create | `deal.created` (owner, value, currency, stage), then `deal.won` / `deal.lost` if created closed |
 //! | deal change | `deal.amount_changed` if `value` or `currency` changed; `deal.stage_changed` if `stage_id` changed; `deal.won` / `deal.lost` if `status` became `won` / `lost` |
 //! | activity of type `call`, done | `call.logged` once per activity (duration from `duration` HH:MM) |
-//! | activity of type `meeting` | create: `meeting.scheduled` (and `meeting.held` if created done); a new `due_date`/`due_time`: `meeting.rescheduled`; marked done: `meeting.held`; deleted while not done: `meeting.canceled` |
+//! | activity of type `meeting` | create: `meeting.scheduled` (and `meeting.held` if created done); a new `due_date`/`due_time`: `meeting.rescheduled`; marked done: `meeting.held`; deleted while not done (not by a merge): `meeting.canceled` |
+//! | lead create | `lead.created` (`owner_id`) |
 //!
-//! Every deal event carries the deal's owner as `rep_id`. Deal deletions
-//! and other activity types: nothing to do; other entities:
-//! an unknown kind. Due dates and times are UTC, as Pipedrive's API gives
-//! them. The dedup id is built from `meta.id`, which a retry keeps.
+//! The activity types that are calls and meetings are `call_types` and
+//! `meeting_types` (default `call` and `meeting`). Every deal event carries
+//! the deal's owner as `rep_id`. Deal deletions and other activity types:
+//! nothing to do; other entities: an unknown kind. Due dates and times are
+//! UTC, as Pipedrive's API gives them (`due_time` may also be
+//! `{timezone_id, value}`). `meta.timestamp` may be ISO 8601 or epoch
+//! seconds. The dedup id is built from `meta.id`, which a retry keeps.
 
 use serde_json::Value;
 
 use super::{
-    amount, id_text, missing, number, req_id, timestamp, unmappable, wrong, Adapted, Canonical,
-    Mapping,
+    amount, id_text, missing, number, req_id, req_obj, timestamp, unmappable, wrong, Adapted,
+    Canonical, Known, Mapping,
 };
-use crate::event::{format_timestamp, Rejection};
+use crate::event::{format_timestamp, RejectReason, Rejection};
 
 const SOURCE: &str = "pipedrive";
 
@@ -33,24 +40,42 @@ enum Action {
     Delete,
 }
 
-pub fn adapt(doc: &Value, map: &Mapping) -> Result<Adapted, Rejection> {
+pub fn adapt(doc: &Value, map: &Mapping, _known: &dyn Known) -> Result<Adapted, Rejection> {
     if !doc.is_object() {
         return Err(wrong("a Pipedrive payload", "an object"));
     }
-    let meta = doc.get("meta").ok_or_else(|| missing("meta"))?;
-    let entity = meta
-        .get("entity")
-        .or_else(|| meta.get("object"))
-        .and_then(Value::as_str)
-        .ok_or_else(|| missing("meta.entity"))?;
-    let action = match meta.get("action").and_then(Value::as_str) {
-        Some("create" | "added") => Action::Create,
-        Some("change" | "updated") => Action::Change,
-        Some("delete" | "deleted") => Action::Delete,
-        Some(_) => return Ok(Adapted::UnknownKind),
-        None => return Err(missing("meta.action")),
+    let meta = req_obj(doc, "meta", "meta")?;
+    let v1 = doc.get("current").is_some()
+        || matches!(
+            meta.get("action").and_then(Value::as_str),
+            Some("added" | "updated" | "deleted" | "merged")
+        )
+        || meta
+            .get("version")
+            .and_then(Value::as_str)
+            .is_some_and(|v| v.starts_with('1'));
+    if v1 {
+        return Err(Rejection::new(
+            RejectReason::UnsupportedVersion,
+            "a Pipedrive webhooks v1 body: create the webhook with version 2.0",
+        ));
+    }
+    let entity = match meta.get("entity") {
+        None | Some(Value::Null) => return Err(missing("meta.entity")),
+        Some(Value::String(s)) => s.as_str(),
+        Some(_) => return Err(wrong("meta.entity", "a string")),
     };
-    if entity != "deal" && entity != "activity" {
+    let action = match meta.get("action") {
+        Some(Value::String(a)) => match a.as_str() {
+            "create" => Action::Create,
+            "change" => Action::Change,
+            "delete" => Action::Delete,
+            _ => return Ok(Adapted::UnknownKind),
+        },
+        None | Some(Value::Null) => return Err(missing("meta.action")),
+        Some(_) => return Err(wrong("meta.action", "a string")),
+    };
+    if !matches!(entity, "deal" | "activity" | "lead") {
         return Ok(Adapted::UnknownKind);
     }
     let event_id = req_id(meta, "id", "meta.id")?;
@@ -59,8 +84,18 @@ pub fn adapt(doc: &Value, map: &Mapping) -> Result<Adapted, Rejection> {
             .ok_or_else(|| missing("meta.timestamp"))?,
         "meta.timestamp",
     )?;
-    let data = doc.get("data").filter(|d| d.is_object());
-    let previous = doc.get("previous").filter(|p| p.is_object());
+    let data = match doc.get("data") {
+        None | Some(Value::Null) => None,
+        Some(d) if d.is_object() => Some(d),
+        Some(_) => return Err(wrong("data", "an object")),
+    };
+    let previous = match doc.get("previous") {
+        None | Some(Value::Null) => None,
+        Some(p) if p.is_object() => Some(p),
+        Some(_) => return Err(wrong("previous", "an object")),
+    };
+    // A delete that merges the object into another changes no KPI.
+    let merged = meta.get("merged_to_id").is_some_and(|m| !m.is_null());
     let ctx = Ctx {
         event_id,
         at,
@@ -68,7 +103,9 @@ pub fn adapt(doc: &Value, map: &Mapping) -> Result<Adapted, Rejection> {
         previous,
     };
     let events = match (entity, action) {
-        ("deal", Action::Delete) => Vec::new(),
+        (_, Action::Delete) if merged => Vec::new(),
+        ("deal", Action::Delete) | ("lead", Action::Delete | Action::Change) => Vec::new(),
+        ("lead", Action::Create) => ctx.lead(data.ok_or_else(|| missing("data"))?)?,
         ("deal", _) => ctx.deal(data.ok_or_else(|| missing("data"))?, action)?,
         ("activity", Action::Delete) => match data.or(previous) {
             Some(a) => ctx.activity_deleted(a)?,
@@ -106,6 +143,28 @@ impl Ctx<'_> {
 
     fn owner(&self, obj: &Value) -> Option<String> {
         id_text(obj.get("owner_id").or_else(|| obj.get("user_id"))).map(|o| self.map.rep(&o))
+    }
+
+    fn lead(&self, l: &Value) -> Result<Vec<Value>, Rejection> {
+        Ok(vec![self
+            .event("lead", "lead.created")
+            .set("lead_id", req_id(l, "id", "data.id")?)
+            .set_opt("rep_id", self.owner(l))
+            .done()])
+    }
+
+    fn is(
+        &self,
+        activity: &Value,
+        types: &std::collections::BTreeSet<String>,
+        default: &str,
+    ) -> bool {
+        let t = activity.get("type").and_then(Value::as_str);
+        match t {
+            Some(t) if types.is_empty() => t == default,
+            Some(t) => types.contains(t),
+            None => false,
+        }
     }
 
     fn deal(&self, d: &Value, action: Action) -> Result<Vec<Value>, Rejection> {
@@ -189,8 +248,8 @@ impl Ctx<'_> {
         let done = a.get("done").and_then(Value::as_bool).unwrap_or(false);
         let became_done = done && (action == Action::Create || self.changed("done"));
         let mut out = Vec::new();
-        match a.get("type").and_then(Value::as_str) {
-            Some("call") if became_done => {
+        if self.is(a, &self.map.call_types, "call") {
+            if became_done {
                 let rep = self.owner(a).ok_or_else(|| missing("data.owner_id"))?;
                 // Once per call: marking it done again is a duplicate.
                 let call = Canonical::new(
@@ -204,40 +263,38 @@ impl Ctx<'_> {
                 .set("duration_seconds", duration(a.get("duration"))?);
                 out.push(links(call, a).done());
             }
-            Some("meeting") => {
-                let due = due(a)?;
-                if action == Action::Create {
-                    let rep = self.owner(a).ok_or_else(|| missing("data.owner_id"))?;
-                    let booked = self
-                        .event("scheduled", "meeting.scheduled")
+        } else if self.is(a, &self.map.meeting_types, "meeting") {
+            let due = due(a)?;
+            if action == Action::Create {
+                let rep = self.owner(a).ok_or_else(|| missing("data.owner_id"))?;
+                let booked = self
+                    .event("scheduled", "meeting.scheduled")
+                    .set("meeting_id", id.clone())
+                    .set("rep_id", rep)
+                    .set("scheduled_for", due);
+                out.push(links(booked, a).done());
+            } else if !done && (self.changed("due_date") || self.changed("due_time")) {
+                out.push(
+                    self.event("rescheduled", "meeting.rescheduled")
                         .set("meeting_id", id.clone())
-                        .set("rep_id", rep)
-                        .set("scheduled_for", due);
-                    out.push(links(booked, a).done());
-                } else if !done && (self.changed("due_date") || self.changed("due_time")) {
-                    out.push(
-                        self.event("rescheduled", "meeting.rescheduled")
-                            .set("meeting_id", id.clone())
-                            .set("scheduled_for", due)
-                            .done(),
-                    );
-                }
-                if became_done {
-                    out.push(
-                        self.event("held", "meeting.held")
-                            .set("meeting_id", id)
-                            .done(),
-                    );
-                }
+                        .set("scheduled_for", due)
+                        .done(),
+                );
             }
-            _ => {}
+            if became_done {
+                out.push(
+                    self.event("held", "meeting.held")
+                        .set("meeting_id", id)
+                        .done(),
+                );
+            }
         }
         Ok(out)
     }
 
     fn activity_deleted(&self, a: &Value) -> Result<Vec<Value>, Rejection> {
         let done = a.get("done").and_then(Value::as_bool).unwrap_or(false);
-        if a.get("type").and_then(Value::as_str) != Some("meeting") || done {
+        if !self.is(a, &self.map.meeting_types, "meeting") || done {
             return Ok(Vec::new());
         }
         Ok(vec![self
@@ -253,18 +310,26 @@ fn links(ev: Canonical, activity: &Value) -> Canonical {
         .set_opt("lead_id", id_text(activity.get("lead_id")))
 }
 
+/// A time field that is text, or `{timezone_id, value}` (webhooks v2's
+/// update bodies); empty is absent.
+fn time_text<'a>(v: Option<&'a Value>, what: &str) -> Result<Option<&'a str>, Rejection> {
+    let v = match v {
+        Some(Value::Object(o)) => o.get("value"),
+        v => v,
+    };
+    match v {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) if s.is_empty() => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s)),
+        Some(_) => Err(wrong(what, "HH:MM text")),
+    }
+}
+
 /// `due_date` (YYYY-MM-DD) and `due_time` (HH:MM, empty for all day), UTC.
 fn due(a: &Value) -> Result<String, Rejection> {
-    let date = a
-        .get("due_date")
-        .and_then(Value::as_str)
-        .filter(|d| !d.is_empty())
-        .ok_or_else(|| missing("data.due_date"))?;
-    let time = a
-        .get("due_time")
-        .and_then(Value::as_str)
-        .filter(|t| !t.is_empty())
-        .unwrap_or("00:00");
+    let date =
+        time_text(a.get("due_date"), "data.due_date")?.ok_or_else(|| missing("data.due_date"))?;
+    let time = time_text(a.get("due_time"), "data.due_time")?.unwrap_or("00:00");
     let seconds = if time.len() == 8 { "" } else { ":00" };
     let text = format!("{date}T{time}{seconds}Z");
     let t = timestamp(&Value::from(text), "data.due_date and data.due_time")?;
@@ -273,7 +338,7 @@ fn due(a: &Value) -> Result<String, Rejection> {
 
 /// Pipedrive's `duration`, `HH:MM` or `HH:MM:SS`, in seconds; empty is 0.
 fn duration(v: Option<&Value>) -> Result<u64, Rejection> {
-    let Some(s) = v.and_then(Value::as_str).filter(|s| !s.is_empty()) else {
+    let Some(s) = time_text(v, "data.duration")? else {
         return Ok(0);
     };
     let parts: Vec<_> = s.split(':').map(str::parse::<u64>).collect();
@@ -287,6 +352,7 @@ fn duration(v: Option<&Value>) -> Result<u64, Rejection> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::crm::NothingKnown;
     use crate::event::RejectReason;
     use serde_json::json;
 
@@ -311,7 +377,7 @@ mod tests {
     }
 
     fn events(doc: Value) -> Vec<Value> {
-        match adapt(&doc, &mapping()).unwrap() {
+        match adapt(&doc, &mapping(), &NothingKnown).unwrap() {
             Adapted::Events(v) => v,
             other => panic!("{other:?}"),
         }
@@ -349,7 +415,7 @@ mod tests {
         let mut lost = deal;
         lost["status"] = json!("lost");
         lost["lost_reason"] = json!("budget");
-        let evs = events(msg("deal", "updated", lost, json!({"status": "open"})));
+        let evs = events(msg("deal", "change", lost, json!({"status": "open"})));
         assert_eq!(
             (kinds(&evs)[0], evs[0]["reason"].as_str()),
             ("deal.lost", Some("budget"))
@@ -362,7 +428,8 @@ mod tests {
         assert_eq!(
             adapt(
                 &msg("activity", "create", call.clone(), Value::Null),
-                &mapping()
+                &mapping(),
+                &NothingKnown
             )
             .unwrap(),
             Adapted::NothingToDo
@@ -395,8 +462,11 @@ mod tests {
     #[test]
     fn other_entities_are_unknown_and_bad_payloads_rejected() {
         let person = msg("person", "create", json!({"id": 1}), Value::Null);
-        assert_eq!(adapt(&person, &mapping()).unwrap(), Adapted::UnknownKind);
-        let reject = |doc: Value| adapt(&doc, &mapping()).unwrap_err().reason;
+        assert_eq!(
+            adapt(&person, &mapping(), &NothingKnown).unwrap(),
+            Adapted::UnknownKind
+        );
+        let reject = |doc: Value| adapt(&doc, &mapping(), &NothingKnown).unwrap_err().reason;
         assert_eq!(reject(json!([1])), RejectReason::WrongType);
         assert_eq!(reject(json!({"data": {}})), RejectReason::MissingField);
         let no_owner = msg("deal", "create", json!({"id": 1, "value": 3}), Value::Null);
@@ -411,5 +481,53 @@ mod tests {
         let mut late = msg("deal", "change", json!({"id": 1}), Value::Null);
         late["meta"]["timestamp"] = json!("soon");
         assert_eq!(reject(late), RejectReason::BadTimestamp);
+    }
+
+    #[test]
+    fn epoch_seconds_timezone_objects_leads_and_v1() {
+        let mut m = msg(
+            "activity",
+            "change",
+            json!({"id": 6, "type": "meeting", "done": false, "owner_id": 7,
+                   "due_date": "2026-11-06", "due_time": {"timezone_id": "Europe/Berlin", "value": "15:00"}}),
+            json!({"due_time": {"timezone_id": "Europe/Berlin", "value": "14:30"}}),
+        );
+        m["meta"]["timestamp"] = json!(1_793_697_600i64);
+        let evs = events(m);
+        assert_eq!(kinds(&evs), ["meeting.rescheduled"]);
+        assert_eq!(evs[0]["scheduled_for"], "2026-11-06T15:00:00.000000Z");
+        assert_eq!(evs[0]["occurred_at"], "2026-11-03T09:20:00.000000Z");
+        let lead = events(msg(
+            "lead",
+            "create",
+            json!({"id": "adf21080-0e10-11eb-879b-05d71fb426ec", "owner_id": 7}),
+            Value::Null,
+        ));
+        assert_eq!(kinds(&lead), ["lead.created"]);
+        assert_eq!(lead[0]["rep_id"], "rep-ben");
+        let v1 = json!({"meta": {"action": "updated", "object": "deal", "id": 1, "timestamp": 1_793_697_600i64, "v": 1},
+                        "current": {"id": 1}, "previous": {"id": 1}});
+        assert_eq!(
+            adapt(&v1, &mapping(), &NothingKnown).unwrap_err().reason,
+            RejectReason::UnsupportedVersion
+        );
+        let custom = Mapping {
+            call_types: ["cold_call".to_owned()].into(),
+            ..mapping()
+        };
+        let call = msg(
+            "activity",
+            "create",
+            json!({"id": 9, "type": "cold_call", "done": true, "owner_id": 7}),
+            Value::Null,
+        );
+        assert!(matches!(
+            adapt(&call, &custom, &NothingKnown).unwrap(),
+            Adapted::Events(_)
+        ));
+        assert_eq!(
+            adapt(&call, &mapping(), &NothingKnown).unwrap(),
+            Adapted::NothingToDo
+        );
     }
 }

@@ -24,98 +24,237 @@
 use serde_json::Value;
 
 use super::{
-    amount, id_text, missing, number, timestamp, unmappable, wrong, Adapted, Canonical, Mapping,
-    SalesforceObjects, StageMove,
+    amount, id_text, missing, number, opt_bool, opt_id, timestamp, unmappable, wrong, Adapted,
+    Canonical, Element, Known, Mapping, SalesforceObjects, StageMove,
 };
-use crate::event::{format_timestamp, Rejection};
+use crate::event::{format_timestamp, RejectReason, Rejection};
 
 const SOURCE: &str = "salesforce";
+
+/// Values of the configured meeting status field (any case).
+const MEETING_STATUSES: [(&str, &str); 7] = [
+    ("held", "held"),
+    ("completed", "held"),
+    ("no show", "no_show"),
+    ("no_show", "no_show"),
+    ("no-show", "no_show"),
+    ("canceled", "canceled"),
+    ("cancelled", "canceled"),
+];
+
+/// The change event inside the shapes relays forward: the bare event (the
+/// Pub/Sub API's decoded record), CometD's `{schema, payload, event}`, and
+/// the older `{channel, data: {schema, payload, event}}`. With it, the Avro
+/// schema when the message carries one (to decode bitmap `changedFields`).
+fn unwrap(doc: &Value) -> Result<(&Value, Option<&Value>), Rejection> {
+    if !doc.is_object() {
+        return Err(wrong("a change event", "an object"));
+    }
+    let has_header = |v: &Value| v.get("ChangeEventHeader").is_some();
+    for outer in [Some(doc), doc.get("data").filter(|d| d.is_object())]
+        .into_iter()
+        .flatten()
+    {
+        if has_header(outer) {
+            return Ok((outer, None));
+        }
+        if let Some(p) = outer.get("payload") {
+            if !p.is_object() {
+                return Err(wrong("payload", "an object"));
+            }
+            return Ok((p, outer.get("schema")));
+        }
+    }
+    Err(missing("ChangeEventHeader"))
+}
+
+/// The field names of an Avro record schema given as JSON (an object, or
+/// its text).
+fn schema_fields(schema: Option<&Value>) -> Option<Vec<String>> {
+    let parsed;
+    let schema = match schema? {
+        Value::String(s) => {
+            parsed = serde_json::from_str::<Value>(s).ok()?;
+            &parsed
+        }
+        v => v,
+    };
+    schema
+        .get("fields")?
+        .as_array()?
+        .iter()
+        .map(|f| f.get("name").and_then(Value::as_str).map(str::to_owned))
+        .collect()
+}
+
+/// `changedFields` or `nulledFields`: names, or the Pub/Sub API's bitmaps
+/// (`0x…` for top-level fields: bit i, counted from the least significant,
+/// is the schema's field i; `p-0x…` for the fields of compound field p).
+fn field_list(
+    header: &Value,
+    key: &str,
+    schema: &Option<Vec<String>>,
+) -> Result<Vec<String>, Rejection> {
+    let items = match header.get(key) {
+        None | Some(Value::Null) => return Ok(Vec::new()),
+        Some(Value::Array(a)) => a,
+        Some(_) => return Err(wrong(&format!("ChangeEventHeader.{key}"), "an array")),
+    };
+    let mut out = Vec::new();
+    for item in items {
+        let Some(text) = item.as_str() else {
+            return Err(wrong(
+                &format!("ChangeEventHeader.{key}"),
+                "an array of field names",
+            ));
+        };
+        let bitmap = text.strip_prefix("0x");
+        let nested = text
+            .split_once("-0x")
+            .filter(|(p, _)| p.bytes().all(|b| b.is_ascii_digit()));
+        if bitmap.is_none() && nested.is_none() {
+            out.push(text.to_owned());
+            continue;
+        }
+        let Some(fields) = schema else {
+            return Err(Rejection::new(
+                RejectReason::EncodedFields,
+                format!(
+                    "ChangeEventHeader.{key} is a Pub/Sub bitmap and the message carries no schema to decode it: forward the decoded field names, or the schema"
+                ),
+            ));
+        };
+        let bad = || wrong(&format!("ChangeEventHeader.{key}"), "a hex bitmap");
+        let (parent, hex) = match (bitmap, nested) {
+            (Some(hex), _) => (None, hex),
+            (None, Some((p, hex))) => (Some(p.parse::<usize>().map_err(|_| bad())?), hex),
+            (None, None) => unreachable!("one of them is set"),
+        };
+        // Compound fields' own schemas are not read: their parent stands
+        // for them, which is what a KPI field needs.
+        if let Some(p) = parent {
+            out.push(fields.get(p).ok_or_else(bad)?.clone());
+            continue;
+        }
+        let digits: Vec<u32> = hex
+            .chars()
+            .map(|c| c.to_digit(16).ok_or_else(bad))
+            .collect::<Result<_, _>>()?;
+        for (from_low, d) in digits.iter().rev().enumerate() {
+            for bit in 0..4 {
+                if d & (1 << bit) != 0 {
+                    let i = from_low * 4 + bit;
+                    out.push(fields.get(i).ok_or_else(bad)?.clone());
+                }
+            }
+        }
+    }
+    Ok(out)
+}
 
 pub fn adapt(
     doc: &Value,
     map: &Mapping,
     objects: &SalesforceObjects,
-) -> Result<Adapted, Rejection> {
-    // A CometD message wraps the event in `data.payload`.
-    let ev = doc
-        .pointer("/data/payload")
-        .filter(|p| p.is_object())
-        .unwrap_or(doc);
-    if !ev.is_object() {
-        return Err(wrong("a change event", "an object"));
-    }
-    let h = ev
-        .get("ChangeEventHeader")
-        .filter(|h| h.is_object())
-        .ok_or_else(|| missing("ChangeEventHeader"))?;
-    let entity = h
-        .get("entityName")
-        .and_then(Value::as_str)
-        .ok_or_else(|| missing("ChangeEventHeader.entityName"))?;
-    let change = h
-        .get("changeType")
-        .and_then(Value::as_str)
-        .ok_or_else(|| missing("ChangeEventHeader.changeType"))?;
+    _known: &dyn Known,
+) -> Result<Vec<Element>, Rejection> {
+    let (ev, schema) = unwrap(doc)?;
+    let h = match ev.get("ChangeEventHeader") {
+        None | Some(Value::Null) => return Err(missing("ChangeEventHeader")),
+        Some(h) if h.is_object() => h,
+        Some(_) => return Err(wrong("ChangeEventHeader", "an object")),
+    };
+    let text = |key: &str| -> Result<&str, Rejection> {
+        match h.get(key) {
+            None | Some(Value::Null) => Err(missing(&format!("ChangeEventHeader.{key}"))),
+            Some(Value::String(s)) => Ok(s.as_str()),
+            Some(_) => Err(wrong(&format!("ChangeEventHeader.{key}"), "a string")),
+        }
+    };
+    let entity = text("entityName")?;
+    let change = text("changeType")?;
     let kind = match entity {
         "Opportunity" => Kind::Opportunity,
         "Task" => Kind::Task,
         "Event" => Kind::Event,
+        "Lead" => Kind::Lead,
         e if e == objects.subscription_object => Kind::Subscription,
-        _ => return Ok(Adapted::UnknownKind),
+        e if !objects.survey_object.is_empty() && e == objects.survey_object => Kind::Survey,
+        _ => return Ok(vec![Element::new(None, Ok(Adapted::UnknownKind))]),
     };
+    if change.starts_with("GAP_") {
+        return Err(Rejection::new(
+            RejectReason::IncompletePayload,
+            format!("a {change} event carries no fields: reconcile its records from Salesforce"),
+        ));
+    }
+    let not_ids = || wrong("ChangeEventHeader.recordIds", "an array of ids");
     let records: Vec<String> = match h.get("recordIds") {
         Some(Value::Array(ids)) if !ids.is_empty() => ids
             .iter()
-            .map(|v| id_text(Some(v)).ok_or_else(|| wrong("recordIds", "an array of ids")))
+            .map(|v| id_text(Some(v)).ok_or_else(not_ids))
             .collect::<Result<_, _>>()?,
-        _ => return Err(missing("ChangeEventHeader.recordIds")),
+        None | Some(Value::Null) | Some(Value::Array(_)) => {
+            return Err(missing("ChangeEventHeader.recordIds"))
+        }
+        Some(_) => return Err(not_ids()),
     };
+    if records.iter().any(|r| r.ends_with('*')) {
+        return Err(Rejection::new(
+            RejectReason::IncompletePayload,
+            "recordIds names records by a wildcard: reconcile them from Salesforce",
+        ));
+    }
     let at = timestamp(
         h.get("commitTimestamp")
             .ok_or_else(|| missing("ChangeEventHeader.commitTimestamp"))?,
         "ChangeEventHeader.commitTimestamp",
     )?;
-    let tx = id_text(h.get("transactionKey"))
+    let tx = opt_id(h, "transactionKey", "ChangeEventHeader.transactionKey")?
         .ok_or_else(|| missing("ChangeEventHeader.transactionKey"))?;
-    let seq = id_text(h.get("sequenceNumber")).unwrap_or_default();
-    let changed: Vec<&str> = h
-        .get("changedFields")
-        .and_then(Value::as_array)
-        .map(|a| a.iter().filter_map(Value::as_str).collect())
-        .unwrap_or_default();
-    let nulled: Vec<&str> = h
-        .get("nulledFields")
-        .and_then(Value::as_array)
-        .map(|a| a.iter().filter_map(Value::as_str).collect())
-        .unwrap_or_default();
+    let seq = opt_id(h, "sequenceNumber", "ChangeEventHeader.sequenceNumber")?.unwrap_or_default();
+    let fields = schema_fields(schema);
+    let changed = field_list(h, "changedFields", &fields)?;
+    let nulled = field_list(h, "nulledFields", &fields)?;
+    let owner = opt_id(ev, "OwnerId", "OwnerId")?.map(|o| map.rep(&o));
+    if !matches!(change, "CREATE" | "UPDATE" | "DELETE" | "UNDELETE") {
+        return Err(unmappable(
+            "ChangeEventHeader.changeType is not a CDC change type",
+        ));
+    }
     let ctx = Ctx {
         ev,
         map,
         objects,
         at,
         create: change == "CREATE",
-        changed,
-        nulled,
-        owner: id_text(ev.get("OwnerId")).map(|o| map.rep(&o)),
+        changed: changed.iter().map(String::as_str).collect(),
+        nulled: nulled.iter().map(String::as_str).collect(),
+        owner,
     };
-    let mut out = Vec::new();
-    for record in &records {
-        let id = |suffix: &str| format!("salesforce:{tx}:{seq}:{record}:{suffix}");
-        match (kind, change) {
-            (Kind::Opportunity, "CREATE" | "UPDATE") => ctx.opportunity(record, &id, &mut out)?,
-            (Kind::Task, "CREATE") => ctx.task(record, &id, &mut out)?,
-            (Kind::Event, "CREATE" | "UPDATE" | "DELETE") => {
-                ctx.meeting(record, change == "DELETE", &id, &mut out)?
-            }
-            (Kind::Subscription, "CREATE" | "UPDATE") => ctx.subscription(record, &id, &mut out)?,
-            _ => {}
-        }
-    }
-    Ok(if out.is_empty() {
-        Adapted::NothingToDo
-    } else {
-        Adapted::Events(out)
-    })
+    let several = records.len() > 1;
+    Ok(records
+        .iter()
+        .enumerate()
+        .map(|(i, record)| {
+            let id = |suffix: &str| format!("salesforce:{tx}:{seq}:{record}:{suffix}");
+            let mut out = Vec::new();
+            let done = match (kind, change) {
+                (Kind::Opportunity, "CREATE" | "UPDATE") => ctx.opportunity(record, &id, &mut out),
+                (Kind::Task, "CREATE") => ctx.task(record, &id, &mut out),
+                (Kind::Event, "CREATE" | "UPDATE" | "DELETE") => {
+                    ctx.meeting(record, change == "DELETE", &id, &mut out)
+                }
+                (Kind::Lead, "CREATE" | "UPDATE") => ctx.lead(record, &id, &mut out),
+                (Kind::Subscription, "CREATE" | "UPDATE") => {
+                    ctx.subscription(record, &id, &mut out)
+                }
+                (Kind::Survey, "CREATE") => ctx.survey(record, &id, &mut out),
+                _ => Ok(()),
+            };
+            Element::events(several.then_some(i), done.map(|()| out))
+        })
+        .collect())
 }
 
 #[derive(Clone, Copy)]
@@ -123,7 +262,9 @@ enum Kind {
     Opportunity,
     Task,
     Event,
+    Lead,
     Subscription,
+    Survey,
 }
 
 struct Ctx<'a> {
@@ -181,6 +322,25 @@ impl Ctx<'_> {
         let value = number(amount(self.ev.get("Amount"), "Amount")?);
         let currency = self.text("CurrencyIsoCode");
         let stage = self.text("StageName").map(|s| self.map.stage_move(s));
+        // `IsWon` and `IsClosed` flip in the same event as `StageName` and
+        // say what a stage means whatever its name; the stage lists decide
+        // only when the flags are not sent.
+        let won = opt_bool(self.ev, "IsWon", "IsWon")?;
+        let closed = opt_bool(self.ev, "IsClosed", "IsClosed")?;
+        let close = if won.is_some() || closed.is_some() {
+            let flagged = match (closed, won) {
+                (_, Some(true)) => Some(StageMove::Won),
+                (Some(true), _) => Some(StageMove::Lost),
+                _ => None,
+            };
+            flagged.filter(|_| self.sets("IsWon") || self.sets("IsClosed"))
+        } else if self.sets("StageName") {
+            stage
+                .clone()
+                .filter(|s| matches!(s, StageMove::Won | StageMove::Lost))
+        } else {
+            None
+        };
         if self.create {
             let rep = self.owner.clone().ok_or_else(|| missing("OwnerId"))?;
             let open = match &stage {
@@ -205,15 +365,8 @@ impl Ctx<'_> {
                     .done(),
             );
         }
-        if !self.sets("StageName") {
-            return Ok(());
-        }
-        let ev = match stage.ok_or_else(|| unmappable("StageName is empty"))? {
-            StageMove::Open(_) if self.create => return Ok(()),
-            StageMove::Open(to) => self
-                .event(id("stage"), "deal.stage_changed")
-                .set("to_stage", to),
-            StageMove::Won => {
+        let ev = match close {
+            Some(StageMove::Won) => {
                 let won = self.event(id("won"), "deal.won");
                 if self.sets("Amount") {
                     won.set("amount", value).set_opt("currency", currency)
@@ -221,10 +374,91 @@ impl Ctx<'_> {
                     won
                 }
             }
-            StageMove::Lost => self.event(id("lost"), "deal.lost"),
+            Some(StageMove::Lost) => self.event(id("lost"), "deal.lost"),
+            _ if self.create || !self.sets("StageName") => return Ok(()),
+            _ => match stage {
+                Some(StageMove::Open(to)) => self
+                    .event(id("stage"), "deal.stage_changed")
+                    .set("to_stage", to),
+                // A closing stage name with flags that say open: no move.
+                Some(_) => return Ok(()),
+                None => return Err(unmappable("StageName is empty")),
+            },
         };
         out.push(
             ev.set("deal_id", record)
+                .set_opt("rep_id", self.owner.clone())
+                .done(),
+        );
+        Ok(())
+    }
+
+    fn lead(
+        &self,
+        record: &str,
+        id: &dyn Fn(&str) -> String,
+        out: &mut Vec<Value>,
+    ) -> Result<(), Rejection> {
+        if self.create {
+            out.push(
+                self.event(id("lead"), "lead.created")
+                    .set("lead_id", record)
+                    .set_opt("rep_id", self.owner.clone())
+                    .done(),
+            );
+        }
+        // A conversion is one transaction; its Lead update carries
+        // `IsConverted` and the opportunity it became.
+        if self.sets("IsConverted")
+            && opt_bool(self.ev, "IsConverted", "IsConverted")? == Some(true)
+        {
+            let deal = opt_id(self.ev, "ConvertedOpportunityId", "ConvertedOpportunityId")?;
+            out.push(
+                self.event(id("converted"), "lead.converted")
+                    .set("lead_id", record)
+                    .set_opt("deal_id", deal)
+                    .set_opt("rep_id", self.owner.clone())
+                    .done(),
+            );
+        }
+        Ok(())
+    }
+
+    fn survey(
+        &self,
+        _record: &str,
+        id: &dyn Fn(&str) -> String,
+        out: &mut Vec<Value>,
+    ) -> Result<(), Rejection> {
+        let o = self.objects;
+        let kind = if o.survey_kind_field.is_empty() {
+            o.survey_kind.to_ascii_lowercase()
+        } else {
+            match self.text(&o.survey_kind_field) {
+                Some(k) => k.to_ascii_lowercase(),
+                None => return Err(missing(&o.survey_kind_field)),
+            }
+        };
+        if kind != "nps" && kind != "csat" {
+            return Ok(()); // another kind of survey: no KPI
+        }
+        let score = match self.ev.get(&o.survey_score_field) {
+            None | Some(Value::Null) => return Err(missing(&o.survey_score_field)),
+            Some(v) => amount(Some(v), &o.survey_score_field)?,
+        };
+        if score.fract() != 0.0 {
+            return Err(wrong(&o.survey_score_field, "an integer"));
+        }
+        let account = if o.survey_account_field.is_empty() {
+            None
+        } else {
+            opt_id(self.ev, &o.survey_account_field, &o.survey_account_field)?
+        };
+        out.push(
+            self.event(id("survey"), "survey.responded")
+                .set("kind", kind)
+                .set("score", score as i64)
+                .set_opt("account_id", account)
                 .set_opt("rep_id", self.owner.clone())
                 .done(),
         );
@@ -243,9 +477,17 @@ impl Ctx<'_> {
             Some("Email") => ("email.sent", "email_id"),
             _ => return Ok(()),
         };
+        if kind == "call.logged" && self.text("CallType").is_some_and(|t| t != "Outbound") {
+            return Ok(()); // inbound and internal calls are not counted
+        }
         let rep = self.owner.clone().ok_or_else(|| missing("OwnerId"))?;
+        // When the call happened, when the task says so.
+        let at = match self.ev.get("CompletedDateTime") {
+            None | Some(Value::Null) => self.at,
+            Some(t) => timestamp(t, "CompletedDateTime")?,
+        };
         let mut ev = self.links(
-            self.event(id("task"), kind)
+            Canonical::new(id("task"), kind, at, SOURCE)
                 .set(field, record)
                 .set("rep_id", rep),
         );
@@ -254,9 +496,15 @@ impl Ctx<'_> {
                 self.ev.get("CallDurationInSeconds"),
                 "CallDurationInSeconds",
             )?;
-            ev = ev
-                .set("duration_seconds", number(seconds))
-                .set("outcome", disposition(self.text("CallDisposition")));
+            ev = ev.set("duration_seconds", number(seconds)).set(
+                "outcome",
+                match self.text("CallDisposition") {
+                    Some(d) if self.map.call_outcomes.contains_key(d) => {
+                        self.map.call_outcome(d, &[])
+                    }
+                    d => disposition(d).to_owned(),
+                },
+            );
         }
         out.push(ev.done());
         Ok(())
@@ -300,11 +548,11 @@ impl Ctx<'_> {
         }
         let field = &self.objects.meeting_status_field;
         if !field.is_empty() && self.sets(field) {
-            let kind = match self.text(field).map(str::to_ascii_lowercase).as_deref() {
-                Some("held" | "completed") => "meeting.held",
-                Some("no show" | "no_show" | "no-show") => "meeting.no_show",
-                Some("canceled" | "cancelled") => "meeting.canceled",
-                Some(_) | None => return Ok(()),
+            let Some(kind) = self
+                .text(field)
+                .and_then(|v| self.map.meeting_outcome(v, &MEETING_STATUSES))
+            else {
+                return Ok(());
             };
             out.push(
                 self.event(id("status"), kind)
@@ -315,22 +563,50 @@ impl Ctx<'_> {
         Ok(())
     }
 
+    /// The account of a subscription record.
+    fn account(&self, record: &str) -> Result<String, Rejection> {
+        if self.objects.account_field.is_empty() {
+            Ok(record.to_owned())
+        } else {
+            opt_id(
+                self.ev,
+                &self.objects.account_field,
+                &self.objects.account_field,
+            )?
+            .ok_or_else(|| missing(&self.objects.account_field))
+        }
+    }
+
     fn subscription(
         &self,
         record: &str,
         id: &dyn Fn(&str) -> String,
         out: &mut Vec<Value>,
     ) -> Result<(), Rejection> {
+        let churn = &self.objects.churn_field;
+        if !churn.is_empty()
+            && self.sets(churn)
+            && self.text(churn).is_some_and(|v| {
+                self.objects
+                    .churn_values
+                    .iter()
+                    .any(|c| c.eq_ignore_ascii_case(v))
+            })
+        {
+            let account = self.account(record)?;
+            out.push(
+                self.event(id("churn"), "subscription.canceled")
+                    .set("account_id", account)
+                    .set_opt("rep_id", self.owner.clone())
+                    .done(),
+            );
+            return Ok(());
+        }
         let field = &self.objects.mrr_field;
         if !self.sets(field) {
             return Ok(());
         }
-        let account = if self.objects.account_field.is_empty() {
-            record.to_owned()
-        } else {
-            id_text(self.ev.get(&self.objects.account_field))
-                .ok_or_else(|| missing(&self.objects.account_field))?
-        };
+        let account = self.account(record)?;
         let mrr = amount(self.ev.get(field), field)?;
         let ev = if mrr > 0.0 {
             self.event(id("mrr"), "subscription.changed")
@@ -367,6 +643,7 @@ fn disposition(d: Option<&str>) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::crm::NothingKnown;
     use crate::event::RejectReason;
     use serde_json::json;
 
@@ -380,6 +657,7 @@ mod tests {
             .into(),
             won_stages: ["Closed Won".to_owned()].into(),
             lost_stages: ["Closed Lost".to_owned()].into(),
+            ..Mapping::default()
         }
     }
 
@@ -396,11 +674,26 @@ mod tests {
         ev
     }
 
+    fn elements(doc: &Value, objects: &SalesforceObjects) -> Vec<Element> {
+        adapt(doc, &mapping(), objects, &NothingKnown).unwrap()
+    }
+
+    /// The one result of a change naming one record (a rejection of the
+    /// whole change included).
+    fn result(doc: &Value, objects: &SalesforceObjects) -> Result<Adapted, Rejection> {
+        let mut e = adapt(doc, &mapping(), objects, &NothingKnown)?;
+        assert_eq!(e.len(), 1);
+        e.remove(0).result
+    }
+
     fn events(doc: Value, objects: &SalesforceObjects) -> Vec<Value> {
-        match adapt(&doc, &mapping(), objects).unwrap() {
-            Adapted::Events(v) => v,
-            other => panic!("{other:?}"),
-        }
+        elements(&doc, objects)
+            .into_iter()
+            .flat_map(|e| match e.result {
+                Ok(Adapted::Events(v)) => v,
+                other => panic!("{other:?}"),
+            })
+            .collect()
     }
 
     fn kinds(evs: &[Value]) -> Vec<&str> {
@@ -525,38 +818,155 @@ mod tests {
     fn unknown_entities_nothing_to_do_and_rejections() {
         let o = SalesforceObjects::default();
         assert_eq!(
-            adapt(&cdc("Case", "CREATE", &[], json!({})), &mapping(), &o).unwrap(),
-            Adapted::UnknownKind
+            result(&cdc("Case", "CREATE", &[], json!({})), &o),
+            Ok(Adapted::UnknownKind)
         );
         assert_eq!(
-            adapt(
+            result(
                 &cdc("Opportunity", "UPDATE", &["Description"], json!({})),
-                &mapping(),
                 &o
-            )
-            .unwrap(),
-            Adapted::NothingToDo
+            ),
+            Ok(Adapted::NothingToDo)
         );
+        let reject = |doc: Value| result(&doc, &o).unwrap_err().reason;
         assert_eq!(
-            adapt(
-                &cdc("Opportunity", "GAP_UPDATE", &[], json!({})),
-                &mapping(),
-                &o
-            )
-            .unwrap(),
-            Adapted::NothingToDo
+            reject(cdc("Opportunity", "GAP_UPDATE", &[], json!({}))),
+            RejectReason::IncompletePayload
         );
-        let reject = |doc: Value| adapt(&doc, &mapping(), &o).unwrap_err().reason;
+        let mut wildcard = cdc("Opportunity", "UPDATE", &["Amount"], json!({"Amount": 1}));
+        wildcard["ChangeEventHeader"]["recordIds"] = json!(["006*"]);
+        assert_eq!(reject(wildcard), RejectReason::IncompletePayload);
         assert_eq!(
-            reject(json!({"StageName": "x"})),
+            adapt(&json!({"StageName": "x"}), &mapping(), &o, &NothingKnown)
+                .unwrap_err()
+                .reason,
             RejectReason::MissingField
         );
         assert_eq!(
             reject(cdc("Opportunity", "CREATE", &[], json!({"Amount": 1}))),
             RejectReason::MissingField
         );
+        let mut not_a_list = cdc("Opportunity", "UPDATE", &[], json!({}));
+        not_a_list["ChangeEventHeader"]["recordIds"] = json!("006R1");
+        assert_eq!(reject(not_a_list), RejectReason::WrongType);
+        let mut bad_owner = cdc("Opportunity", "CREATE", &[], json!({"OwnerId": true}));
+        bad_owner["ChangeEventHeader"]["recordIds"] = json!(["006R1"]);
+        assert_eq!(reject(bad_owner), RejectReason::WrongType);
         let mut bad_time = cdc("Task", "CREATE", &[], json!({}));
         bad_time["ChangeEventHeader"]["commitTimestamp"] = json!("noon");
         assert_eq!(reject(bad_time), RejectReason::BadTimestamp);
+        let mut bitmap = cdc("Opportunity", "UPDATE", &["0x06"], json!({"Amount": 7}));
+        assert_eq!(reject(bitmap.clone()), RejectReason::EncodedFields);
+        // With the schema, bit 1 is the schema's second field, bit 2 its third.
+        bitmap = json!({"schema": {"type": "record", "name": "OpportunityChangeEvent", "fields": [
+            {"name": "ChangeEventHeader"}, {"name": "Name"}, {"name": "Amount"}, {"name": "StageName"}]},
+            "payload": bitmap, "event": {"replayId": 12}});
+        let evs = events(bitmap, &o);
+        assert_eq!(kinds(&evs), ["deal.amount_changed"]);
+    }
+
+    #[test]
+    fn every_relay_shape_is_read() {
+        let o = SalesforceObjects::default();
+        let bare = cdc("Opportunity", "UPDATE", &["Amount"], json!({"Amount": 7}));
+        let cometd = json!({"schema": "abc123", "payload": bare.clone(), "event": {"replayId": 5}});
+        let channel = json!({"channel": "/data/OpportunityChangeEvent", "data": {"schema": "abc123", "payload": bare.clone(), "event": {"replayId": 5}}});
+        for doc in [bare, cometd, channel] {
+            assert_eq!(kinds(&events(doc, &o)), ["deal.amount_changed"]);
+        }
+    }
+
+    #[test]
+    fn flags_close_deals_and_leads_convert() {
+        let o = SalesforceObjects::default();
+        let evs = events(
+            cdc(
+                "Opportunity",
+                "UPDATE",
+                &["StageName", "IsWon", "IsClosed"],
+                json!({"StageName": "Signed", "IsWon": true, "IsClosed": true}),
+            ),
+            &o,
+        );
+        assert_eq!(
+            kinds(&evs),
+            ["deal.won"],
+            "IsWon decides, whatever the stage's name"
+        );
+        let evs = events(
+            cdc(
+                "Opportunity",
+                "UPDATE",
+                &["StageName", "IsClosed"],
+                json!({"StageName": "Dead", "IsWon": false, "IsClosed": true}),
+            ),
+            &o,
+        );
+        assert_eq!(kinds(&evs), ["deal.lost"]);
+        let mut lead = cdc("Lead", "CREATE", &[], json!({"OwnerId": "005A"}));
+        lead["ChangeEventHeader"]["recordIds"] = json!(["00QL1"]);
+        let evs = events(lead, &o);
+        assert_eq!(
+            (kinds(&evs)[0], evs[0]["lead_id"].as_str()),
+            ("lead.created", Some("00QL1"))
+        );
+        let mut conv = cdc(
+            "Lead",
+            "UPDATE",
+            &["IsConverted", "ConvertedOpportunityId"],
+            json!({"IsConverted": true, "ConvertedOpportunityId": "006N1"}),
+        );
+        conv["ChangeEventHeader"]["recordIds"] = json!(["00QL1"]);
+        let evs = events(conv, &o);
+        assert_eq!(kinds(&evs), ["lead.converted"]);
+        assert_eq!(evs[0]["deal_id"], "006N1");
+    }
+
+    #[test]
+    fn churn_and_surveys_come_from_configured_fields() {
+        let o = SalesforceObjects {
+            churn_field: "Status__c".into(),
+            churn_values: vec!["Canceled".into()],
+            survey_object: "Survey_Response__c".into(),
+            survey_score_field: "Score__c".into(),
+            survey_kind_field: "Kind__c".into(),
+            survey_account_field: "Account__c".into(),
+            ..SalesforceObjects::default()
+        };
+        let evs = events(
+            cdc(
+                "Account",
+                "UPDATE",
+                &["Status__c"],
+                json!({"Status__c": "Canceled"}),
+            ),
+            &o,
+        );
+        assert_eq!(kinds(&evs), ["subscription.canceled"]);
+        let evs = events(
+            cdc(
+                "Survey_Response__c",
+                "CREATE",
+                &[],
+                json!({"Score__c": 9, "Kind__c": "NPS", "Account__c": "001A"}),
+            ),
+            &o,
+        );
+        assert_eq!(kinds(&evs), ["survey.responded"]);
+        assert_eq!(
+            (
+                evs[0]["kind"].as_str(),
+                evs[0]["score"].as_i64(),
+                evs[0]["account_id"].as_str()
+            ),
+            (Some("nps"), Some(9), Some("001A"))
+        );
+        let inbound = cdc(
+            "Task",
+            "CREATE",
+            &[],
+            json!({"OwnerId": "005A", "TaskSubtype": "Call", "CallType": "Inbound"}),
+        );
+        assert_eq!(result(&inbound, &o), Ok(Adapted::NothingToDo));
     }
 }

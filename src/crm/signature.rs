@@ -12,8 +12,18 @@
 //!   and `X-Kpistream-Timestamp` in milliseconds; or mutual TLS is done by a
 //!   proxy in front and the route is left open behind it.
 //!
-//! A signed request is accepted once: [`ReplayGuard`] remembers the
-//! signatures it accepted until they are too old to be accepted anyway.
+//! - Close signs with the subscription's `signature_key`:
+//!   `close-sig-hash` is hex(HMAC-SHA256(hex-decoded key, timestamp + body))
+//!   and `close-sig-timestamp` is in seconds. Close documents no replay
+//!   window and retries for 72 hours, so no age is enforced.
+//! - Zoho does not sign. A Notification API callback carries the token of
+//!   its channel in its body; a workflow webhook carries what its user
+//!   configured: kpistream expects an `X-Kpistream-Token` header.
+//!
+//! A correctly signed request delivered again (a CRM retrying a request
+//! whose answer it missed) is accepted: dedup drops its copy.
+//! [`ReplayGuard`] remembers the signatures accepted within the allowed age
+//! so that such redeliveries are counted.
 
 use std::collections::{HashMap, VecDeque};
 
@@ -77,7 +87,44 @@ fn fresh(timestamp: Option<&str>, now_ms: i64, max_age_ms: i64) -> Result<(), Re
     Ok(())
 }
 
-/// HubSpot's v3 signature of a request.
+/// The URI as HubSpot signs it: its fixed list of escapes decoded (any
+/// other `%XX` stays as it is).
+pub fn hubspot_signed_uri(uri: &str) -> String {
+    const DECODED: [(&str, char); 12] = [
+        ("3A", ':'),
+        ("2F", '/'),
+        ("3F", '?'),
+        ("40", '@'),
+        ("21", '!'),
+        ("24", '$'),
+        ("27", '\''),
+        ("28", '('),
+        ("29", ')'),
+        ("2A", '*'),
+        ("2C", ','),
+        ("3B", ';'),
+    ];
+    let mut out = String::with_capacity(uri.len());
+    let mut rest = uri;
+    while let Some(i) = rest.find('%') {
+        out.push_str(&rest[..i]);
+        let code = rest.get(i + 1..i + 3);
+        match code.and_then(|c| DECODED.iter().find(|(e, _)| e.eq_ignore_ascii_case(c))) {
+            Some((_, ch)) => {
+                out.push(*ch);
+                rest = &rest[i + 3..];
+            }
+            None => {
+                out.push('%');
+                rest = &rest[i + 1..];
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// HubSpot's v3 signature of a request (the URI decoded as HubSpot does).
 pub fn hubspot_v3_signature(
     secret: &str,
     method: &str,
@@ -85,6 +132,7 @@ pub fn hubspot_v3_signature(
     body: &[u8],
     timestamp: &str,
 ) -> String {
+    let uri = hubspot_signed_uri(uri);
     let mac = hmac_sha256(
         secret.as_bytes(),
         &[
@@ -156,14 +204,117 @@ pub fn verify_relay(
 }
 
 /// Verifies HTTP basic auth against `user:password` kept base64-encoded.
+/// The scheme's name is case-insensitive (RFC 9110).
 pub fn verify_basic(expected_b64: &str, authorization: Option<&str>) -> Result<(), Refusal> {
     let given = authorization
-        .and_then(|h| h.strip_prefix("Basic "))
+        .and_then(|h| h.trim_start().split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("basic"))
+        .map(|(_, v)| v)
         .ok_or(Refusal::Missing)?;
     if constant_time_eq(given.trim().as_bytes(), expected_b64.as_bytes()) {
         Ok(())
     } else {
         Err(Refusal::Mismatch)
+    }
+}
+
+/// Bytes of a hex string, if it is one.
+pub fn unhex(s: &str) -> Option<Vec<u8>> {
+    let s = s.trim();
+    if s.len() % 2 != 0 {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+/// Close's signature of a body: hex HMAC-SHA256 of the timestamp and the
+/// body, keyed with the hex-decoded `signature_key`.
+pub fn close_signature(key: &[u8], timestamp: &str, body: &[u8]) -> String {
+    hex(&hmac_sha256(key, &[timestamp.as_bytes(), body]))
+}
+
+/// Verifies a Close request (`close-sig-hash`, `close-sig-timestamp`).
+pub fn verify_close(
+    key: &[u8],
+    body: &[u8],
+    timestamp: Option<&str>,
+    signature: Option<&str>,
+) -> Result<(), Refusal> {
+    let (ts, sig) = timestamp.zip(signature).ok_or(Refusal::Missing)?;
+    let want = close_signature(key, ts.trim(), body);
+    if constant_time_eq(want.as_bytes(), sig.trim().to_ascii_lowercase().as_bytes()) {
+        Ok(())
+    } else {
+        Err(Refusal::Mismatch)
+    }
+}
+
+/// The tokens Zoho requests must carry: one per Notification API channel,
+/// and one for workflow webhooks. Parsed from `channel_id=token` pairs
+/// (`workflow=token` for the webhooks), comma- or newline-separated.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ZohoTokens {
+    channels: HashMap<String, String>,
+    workflow: Option<String>,
+}
+
+impl ZohoTokens {
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let mut t = ZohoTokens {
+            channels: HashMap::new(),
+            workflow: None,
+        };
+        for pair in text
+            .split([',', '\n'])
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+        {
+            let (name, token) = pair
+                .split_once('=')
+                .map(|(n, v)| (n.trim(), v.trim()))
+                .filter(|(n, v)| !n.is_empty() && !v.is_empty())
+                .ok_or("each entry is channel_id=token or workflow=token")?;
+            if name == "workflow" {
+                t.workflow = Some(token.to_owned());
+            } else {
+                t.channels.insert(name.to_owned(), token.to_owned());
+            }
+        }
+        if t.channels.is_empty() && t.workflow.is_none() {
+            return Err("no channel or workflow token".into());
+        }
+        Ok(t)
+    }
+
+    /// Verifies a Zoho request: a callback by its body's `channel_id` and
+    /// `token`, a workflow webhook (a body with `kpistream`) by the
+    /// `X-Kpistream-Token` header.
+    pub fn verify(
+        &self,
+        body: &serde_json::Value,
+        header_token: Option<&str>,
+    ) -> Result<(), Refusal> {
+        let matches = |want: &str, given: &str| {
+            if constant_time_eq(want.as_bytes(), given.as_bytes()) {
+                Ok(())
+            } else {
+                Err(Refusal::Mismatch)
+            }
+        };
+        if body.get("kpistream").is_some() {
+            let want = self.workflow.as_deref().ok_or(Refusal::Mismatch)?;
+            return matches(want, header_token.ok_or(Refusal::Missing)?.trim());
+        }
+        let channel = crate::crm::id_text(body.get("channel_id")).ok_or(Refusal::Missing)?;
+        let given = body
+            .get("token")
+            .and_then(serde_json::Value::as_str)
+            .ok_or(Refusal::Missing)?;
+        let want = self.channels.get(&channel).ok_or(Refusal::Mismatch)?;
+        matches(want, given)
     }
 }
 
@@ -304,6 +455,86 @@ mod tests {
             Err(Refusal::Mismatch)
         );
         assert_eq!(verify_basic(&b64, None), Err(Refusal::Missing));
+    }
+
+    #[test]
+    fn hubspot_decodes_its_listed_escapes_before_hashing() {
+        assert_eq!(
+            hubspot_signed_uri("https://k.example.com/webhooks/hubspot?a=%3Ab%2Fc%40d%2a%2C&e=%20"),
+            "https://k.example.com/webhooks/hubspot?a=:b/c@d*,&e=%20"
+        );
+        let encoded = "https://k.example.com/webhooks/hubspot?portal=%2862515%29";
+        let plain = "https://k.example.com/webhooks/hubspot?portal=(62515)";
+        assert_eq!(
+            hubspot_v3_signature(SECRET, "POST", encoded, b"[]", "1"),
+            hubspot_v3_signature(SECRET, "POST", plain, b"[]", "1")
+        );
+    }
+
+    #[test]
+    fn basic_is_matched_in_any_case() {
+        let b64 = crate::config::base64(b"pd:pw");
+        for scheme in ["Basic", "basic", "BASIC"] {
+            assert_eq!(verify_basic(&b64, Some(&format!("{scheme} {b64}"))), Ok(()));
+        }
+        assert_eq!(
+            verify_basic(&b64, Some(&format!("Bearer {b64}"))),
+            Err(Refusal::Missing)
+        );
+    }
+
+    #[test]
+    fn close_and_zoho() {
+        let key = unhex("6b6579").unwrap();
+        assert_eq!(key, b"key");
+        // printf '1700000000{}' | openssl dgst -sha256 -mac HMAC -macopt hexkey:6b6579
+        let sig = close_signature(&key, "1700000000", b"{}");
+        assert_eq!(sig, hex(&hmac_sha256(b"key", &[b"1700000000{}"])));
+        assert_eq!(
+            verify_close(&key, b"{}", Some("1700000000"), Some(&sig)),
+            Ok(())
+        );
+        assert_eq!(
+            verify_close(&key, b"{ }", Some("1700000000"), Some(&sig)),
+            Err(Refusal::Mismatch)
+        );
+        assert_eq!(
+            verify_close(&key, b"{}", None, Some(&sig)),
+            Err(Refusal::Missing)
+        );
+        let t = ZohoTokens::parse("1000000068001=tok-a, workflow=tok-w").unwrap();
+        let cb = |channel: serde_json::Value, token: serde_json::Value| serde_json::json!({"channel_id": channel, "token": token, "ids": []});
+        assert_eq!(
+            t.verify(&cb("1000000068001".into(), "tok-a".into()), None),
+            Ok(())
+        );
+        assert_eq!(
+            t.verify(
+                &cb(serde_json::json!(1000000068001u64), "tok-a".into()),
+                None
+            ),
+            Ok(()),
+            "a channel id as a number"
+        );
+        assert_eq!(
+            t.verify(&cb("1000000068001".into(), "tok-b".into()), None),
+            Err(Refusal::Mismatch)
+        );
+        assert_eq!(
+            t.verify(&cb("1000000068009".into(), "tok-a".into()), None),
+            Err(Refusal::Mismatch),
+            "an unknown channel"
+        );
+        assert_eq!(
+            t.verify(&cb("1000000068001".into(), serde_json::Value::Null), None),
+            Err(Refusal::Missing),
+            "a null token"
+        );
+        let wf = serde_json::json!({"kpistream": "zoho-wf/1"});
+        assert_eq!(t.verify(&wf, Some("tok-w")), Ok(()));
+        assert_eq!(t.verify(&wf, Some("tok-a")), Err(Refusal::Mismatch));
+        assert_eq!(t.verify(&wf, None), Err(Refusal::Missing));
+        assert!(ZohoTokens::parse("no-equals").is_err());
     }
 
     #[test]

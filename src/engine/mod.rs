@@ -1452,6 +1452,26 @@ impl crate::crm::Known for Engine {
     fn meeting_known(&self, meeting_id: &str) -> bool {
         Engine::meeting_known(self, meeting_id)
     }
+
+    fn meeting_time(&self, meeting_id: &str) -> Option<i64> {
+        let k = key(meeting_id);
+        if !self.meeting_known_key(k) {
+            return None;
+        }
+        self.meetings.get(k).and_then(|m| m.sf)
+    }
+
+    fn deal(&self, deal_id: &str) -> Option<crate::crm::KnownDeal> {
+        let d = self.live_deal(key(deal_id))?;
+        Some(crate::crm::KnownDeal {
+            opened: d.opened,
+            closed: d.closed,
+            amount: d.amount,
+            stage: d
+                .stage
+                .and_then(|s| self.cfg.stages.get(s as usize).cloned()),
+        })
+    }
 }
 
 #[cfg(test)]

@@ -43,10 +43,19 @@ pub enum RejectReason {
     Unmappable,
     TooDeep,
     OverLimit,
+    /// A CRM payload format version kpistream does not read (Pipedrive v1).
+    UnsupportedVersion,
+    /// A CRM payload that says a record changed but not how (Salesforce
+    /// gap and overflow events, wildcard record ids; Zoho callbacks without
+    /// values): dead-lettered to be reconciled from the CRM.
+    IncompletePayload,
+    /// Salesforce Pub/Sub `changedFields` as a bitmap without the schema
+    /// to decode it.
+    EncodedFields,
 }
 
 impl RejectReason {
-    pub const ALL: [RejectReason; 13] = [
+    pub const ALL: [RejectReason; 16] = [
         RejectReason::TooLarge,
         RejectReason::NotUtf8,
         RejectReason::InvalidJson,
@@ -60,6 +69,9 @@ impl RejectReason {
         RejectReason::Unmappable,
         RejectReason::TooDeep,
         RejectReason::OverLimit,
+        RejectReason::UnsupportedVersion,
+        RejectReason::IncompletePayload,
+        RejectReason::EncodedFields,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -77,6 +89,9 @@ impl RejectReason {
             RejectReason::Unmappable => "unmappable",
             RejectReason::TooDeep => "too_deep",
             RejectReason::OverLimit => "over_limit",
+            RejectReason::UnsupportedVersion => "unsupported_version",
+            RejectReason::IncompletePayload => "incomplete_payload",
+            RejectReason::EncodedFields => "encoded_fields",
         }
     }
 }
