@@ -255,15 +255,12 @@ async fn salesforce(State(h): State<Arc<Hooks>>, headers: HeaderMap, body: Bytes
             return h.refuse("salesforce", why);
         }
     }
-    let key = serde_json::from_slice::<Value>(&body).ok().and_then(|doc| {
-        let header = doc
-            .pointer("/ChangeEventHeader")
-            .or_else(|| doc.pointer("/data/payload/ChangeEventHeader"))?;
-        id_text(header.pointer("/recordIds/0"))
-    });
+    let messages = match serde_json::from_slice::<Value>(&body) {
+        Ok(doc) => by_record(doc, &body, SF_HEADERS, "recordIds", |_, _| {}),
+        Err(_) => vec![(None, body.to_vec())],
+    };
     let sig = secret.as_ref().and(sig);
-    h.deliver("salesforce", topic, sig, vec![(key, body.to_vec())])
-        .await
+    h.deliver("salesforce", topic, sig, messages).await
 }
 
 async fn close(State(h): State<Arc<Hooks>>, headers: HeaderMap, body: Bytes) -> Response {
@@ -291,7 +288,150 @@ async fn zoho(State(h): State<Arc<Hooks>>, headers: HeaderMap, body: Bytes) -> R
     if let Err(why) = tokens.verify(&doc, header(&headers, "x-kpistream-token")) {
         return h.refuse("zoho", why);
     }
-    let key = id_text(doc.pointer("/ids/0")).or_else(|| id_text(doc.get("id")));
-    h.deliver("zoho", topic, None, vec![(key, body.to_vec())])
-        .await
+    let messages = if doc.get("kpistream").is_some() {
+        vec![(id_text(doc.get("id")), body.to_vec())]
+    } else {
+        by_record(doc, &body, &[""], "ids", |doc, id| {
+            // Keep only this record's values.
+            for key in ["affected_values", "affected_fields"] {
+                if let Some(Value::Array(a)) = doc.get_mut(key) {
+                    a.retain(|v| {
+                        id_text(v.get("record_id")).as_deref() == Some(id) || v.get(id).is_some()
+                    });
+                }
+            }
+        })
+    };
+    h.deliver("zoho", topic, None, messages).await
+}
+
+/// Where a Salesforce change event's header is, in the shapes relays send.
+const SF_HEADERS: &[&str] = &[
+    "/ChangeEventHeader",
+    "/payload/ChangeEventHeader",
+    "/data/payload/ChangeEventHeader",
+];
+
+/// A change naming several records as one message per record, keyed by
+/// it, so that each record's messages share its partition: `ids` (under
+/// the first of `headers` that exists) cut to the one record, and `trim`
+/// applied to the copy. The dedup ids the adapters make do not depend on
+/// the other records, so a split change counts exactly as the whole. A
+/// document naming one record (or none) is produced as it came.
+fn by_record(
+    doc: Value,
+    body: &[u8],
+    headers: &[&str],
+    ids: &str,
+    trim: impl Fn(&mut Value, &str),
+) -> Vec<(Option<String>, Vec<u8>)> {
+    let Some(at) = headers.iter().find(|p| doc.pointer(p).is_some()) else {
+        return vec![(None, body.to_vec())];
+    };
+    let records: Vec<String> = match doc.pointer(at).and_then(|h| h.get(ids)) {
+        Some(Value::Array(a)) => a.iter().filter_map(|v| id_text(Some(v))).collect(),
+        _ => Vec::new(),
+    };
+    if records.len() < 2 {
+        return vec![(records.into_iter().next(), body.to_vec())];
+    }
+    records
+        .into_iter()
+        .map(|id| {
+            let mut copy = doc.clone();
+            if let Some(h) = copy.pointer_mut(at) {
+                h[ids] = Value::from(vec![Value::from(id.as_str())]);
+            }
+            trim(&mut copy, &id);
+            let bytes = serde_json::to_vec(&copy).expect("a JSON value serializes");
+            (Some(id), bytes)
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn docs(messages: &[(Option<String>, Vec<u8>)]) -> Vec<(Option<String>, Value)> {
+        messages
+            .iter()
+            .map(|(k, b)| (k.clone(), serde_json::from_slice(b).unwrap()))
+            .collect()
+    }
+
+    #[test]
+    fn a_hubspot_batch_is_one_message_per_object() {
+        let batch = serde_json::json!([
+            {"objectId": 1, "propertyName": "amount"},
+            {"objectId": 2, "propertyName": "dealstage"},
+            {"objectId": 1, "propertyName": "dealstage"},
+            {"fromObjectId": 1, "toObjectId": 9}
+        ]);
+        let Value::Array(items) = batch else { panic!() };
+        let m = docs(&by_object(items));
+        assert_eq!(m.len(), 3);
+        assert_eq!(m[0].0.as_deref(), Some("1"));
+        assert_eq!(
+            m[0].1.as_array().unwrap().len(),
+            2,
+            "a creation stays with its properties"
+        );
+        assert_eq!(m[2].0, None);
+        assert_eq!(
+            docs(&by_object(Vec::new())),
+            [(None, serde_json::json!([]))]
+        );
+    }
+
+    #[test]
+    fn a_change_of_several_records_is_one_message_per_record() {
+        let zoho = serde_json::json!({"module": "Deals", "ids": ["a", "b"], "channel_id": "1",
+            "affected_fields": [{"a": ["Stage"]}, {"b": ["Amount"]}],
+            "affected_values": [{"record_id": "a", "values": {"Stage": "Won"}},
+                                {"record_id": "b", "values": {"Amount": 5}}]});
+        let body = zoho.to_string();
+        let m = docs(&by_record(
+            zoho,
+            body.as_bytes(),
+            &[""],
+            "ids",
+            |doc, id| {
+                for key in ["affected_values", "affected_fields"] {
+                    if let Some(Value::Array(a)) = doc.get_mut(key) {
+                        a.retain(|v| {
+                            id_text(v.get("record_id")).as_deref() == Some(id)
+                                || v.get(id).is_some()
+                        });
+                    }
+                }
+            },
+        ));
+        assert_eq!(m.len(), 2);
+        assert_eq!(m[1].0.as_deref(), Some("b"));
+        assert_eq!(m[1].1["ids"], serde_json::json!(["b"]));
+        assert_eq!(
+            m[1].1["affected_values"],
+            serde_json::json!([{"record_id": "b", "values": {"Amount": 5}}])
+        );
+        let sf = serde_json::json!({"channel": "/data/X", "data": {"payload": {"ChangeEventHeader": {"recordIds": ["006A", "006B"]}}}});
+        let body = sf.to_string();
+        let m = docs(&by_record(
+            sf,
+            body.as_bytes(),
+            SF_HEADERS,
+            "recordIds",
+            |_, _| {},
+        ));
+        assert_eq!(
+            m[0].1.pointer("/data/payload/ChangeEventHeader/recordIds"),
+            Some(&serde_json::json!(["006A"]))
+        );
+        let one = serde_json::json!({"ChangeEventHeader": {"recordIds": ["006A"]}});
+        let body = one.to_string();
+        assert_eq!(
+            by_record(one, body.as_bytes(), SF_HEADERS, "recordIds", |_, _| {}),
+            [(Some("006A".to_owned()), body.into_bytes())]
+        );
+    }
 }
