@@ -14,7 +14,7 @@ cd "$(dirname "$0")"
 RUNS=${1:-1000000}
 shift || true
 TARGETS=("$@")
-[ ${#TARGETS[@]} -gt 0 ] || TARGETS=(canonical hubspot pipedrive salesforce snapshot)
+[ ${#TARGETS[@]} -gt 0 ] || TARGETS=(canonical hubspot pipedrive salesforce close zoho snapshot)
 command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
 export RUSTC_BOOTSTRAP=1
 fx=../tests/fixtures
@@ -29,6 +29,8 @@ if [ ! -d corpus ]; then
   seed_lines hubspot "$fx/crm/hubspot.ndjson"
   seed_lines pipedrive "$fx/crm/pipedrive.ndjson"
   seed_lines salesforce "$fx/crm/salesforce.ndjson"
+  seed_lines close "$fx/crm/close.ndjson"
+  seed_lines zoho "$fx/crm/zoho.ndjson"
   cargo run --quiet --release --bin seed -- corpus/snapshot "$fx/golden/events.ndjson"
 fi
 for t in "${TARGETS[@]}"; do

@@ -374,8 +374,10 @@ fn creation(
         .done()]),
         Object::Call => call(n, bag, map),
         Object::Meeting => {
+            // `hs_timestamp` is a meeting's start time too.
             let start = bag
                 .get("hs_meeting_start_time")
+                .or_else(|| bag.get("hs_timestamp"))
                 .ok_or_else(|| missing("hs_meeting_start_time"))?;
             let when = format_timestamp(timestamp(&Value::from(start), "hs_meeting_start_time")?);
             batch.meetings.insert(id.clone());
