@@ -24,8 +24,8 @@
 use serde_json::Value;
 
 use super::{
-    amount, id_text, missing, number, opt_bool, opt_id, timestamp, unmappable, wrong, Adapted,
-    Canonical, Element, Known, Mapping, SalesforceObjects, StageMove,
+    amount, missing, number, opt_bool, opt_id, timestamp, unmappable, wrong, Adapted, Canonical,
+    Element, Known, Mapping, SalesforceObjects, StageMove,
 };
 use crate::event::{format_timestamp, RejectReason, Rejection};
 
@@ -152,6 +152,17 @@ fn field_list(
     Ok(out)
 }
 
+/// A Salesforce id field: ids are text (a number is the wrong type);
+/// absent when missing, null or empty.
+fn sf_id(obj: &Value, key: &str, what: &str) -> Result<Option<String>, Rejection> {
+    match obj.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) if s.is_empty() => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(_) => Err(wrong(what, "a Salesforce id (text)")),
+    }
+}
+
 pub fn adapt(
     doc: &Value,
     map: &Mapping,
@@ -192,7 +203,12 @@ pub fn adapt(
     let records: Vec<String> = match h.get("recordIds") {
         Some(Value::Array(ids)) if !ids.is_empty() => ids
             .iter()
-            .map(|v| id_text(Some(v)).ok_or_else(not_ids))
+            .map(|v| {
+                v.as_str()
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_owned)
+                    .ok_or_else(not_ids)
+            })
             .collect::<Result<_, _>>()?,
         None | Some(Value::Null) | Some(Value::Array(_)) => {
             return Err(missing("ChangeEventHeader.recordIds"))
@@ -210,13 +226,13 @@ pub fn adapt(
             .ok_or_else(|| missing("ChangeEventHeader.commitTimestamp"))?,
         "ChangeEventHeader.commitTimestamp",
     )?;
-    let tx = opt_id(h, "transactionKey", "ChangeEventHeader.transactionKey")?
+    let tx = sf_id(h, "transactionKey", "ChangeEventHeader.transactionKey")?
         .ok_or_else(|| missing("ChangeEventHeader.transactionKey"))?;
     let seq = opt_id(h, "sequenceNumber", "ChangeEventHeader.sequenceNumber")?.unwrap_or_default();
     let fields = schema_fields(schema);
     let changed = field_list(h, "changedFields", &fields)?;
     let nulled = field_list(h, "nulledFields", &fields)?;
-    let owner = opt_id(ev, "OwnerId", "OwnerId")?.map(|o| map.rep(&o));
+    let owner = sf_id(ev, "OwnerId", "OwnerId")?.map(|o| map.rep(&o));
     if !matches!(change, "CREATE" | "UPDATE" | "DELETE" | "UNDELETE") {
         return Err(unmappable(
             "ChangeEventHeader.changeType is not a CDC change type",
@@ -412,7 +428,7 @@ impl Ctx<'_> {
         if self.sets("IsConverted")
             && opt_bool(self.ev, "IsConverted", "IsConverted")? == Some(true)
         {
-            let deal = opt_id(self.ev, "ConvertedOpportunityId", "ConvertedOpportunityId")?;
+            let deal = sf_id(self.ev, "ConvertedOpportunityId", "ConvertedOpportunityId")?;
             out.push(
                 self.event(id("converted"), "lead.converted")
                     .set("lead_id", record)
@@ -452,7 +468,7 @@ impl Ctx<'_> {
         let account = if o.survey_account_field.is_empty() {
             None
         } else {
-            opt_id(self.ev, &o.survey_account_field, &o.survey_account_field)?
+            sf_id(self.ev, &o.survey_account_field, &o.survey_account_field)?
         };
         out.push(
             self.event(id("survey"), "survey.responded")
@@ -568,7 +584,7 @@ impl Ctx<'_> {
         if self.objects.account_field.is_empty() {
             Ok(record.to_owned())
         } else {
-            opt_id(
+            sf_id(
                 self.ev,
                 &self.objects.account_field,
                 &self.objects.account_field,
@@ -849,7 +865,7 @@ mod tests {
         let mut not_a_list = cdc("Opportunity", "UPDATE", &[], json!({}));
         not_a_list["ChangeEventHeader"]["recordIds"] = json!("006R1");
         assert_eq!(reject(not_a_list), RejectReason::WrongType);
-        let mut bad_owner = cdc("Opportunity", "CREATE", &[], json!({"OwnerId": true}));
+        let mut bad_owner = cdc("Opportunity", "CREATE", &[], json!({"OwnerId": 5005}));
         bad_owner["ChangeEventHeader"]["recordIds"] = json!(["006R1"]);
         assert_eq!(reject(bad_owner), RejectReason::WrongType);
         let mut bad_time = cdc("Task", "CREATE", &[], json!({}));
