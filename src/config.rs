@@ -404,9 +404,11 @@ impl EngineConfig {
     }
 }
 
+/// The embedded defaults alone: never the process environment, so that a
+/// test, bench or fuzz seed does not change with the shell it runs in.
 impl Default for EngineConfig {
     fn default() -> Self {
-        Settings::load(None, &Overrides::default())
+        Settings::load_with_env(None, &Overrides::default(), std::iter::empty())
             .expect("the embedded default configuration is valid")
             .engine
     }
