@@ -1,4 +1,4 @@
-//! The HTTP server: `/metrics`, `/api/v1/kpis`, `/healthz`, `/readyz`.
+//! The HTTP server: `/`, `/metrics`, `/api/v1/kpis`, `/healthz`, `/readyz`.
 //!
 //! Handlers never touch engine state: they ask the ingest loop for a copy
 //! ([`StateCopy`]), which costs the loop one copy of the window sums, and
@@ -75,11 +75,35 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(metrics_routes)
         .merge(api_routes)
+        .route("/", get(index))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .layer(DefaultBodyLimit::max(state.limits.max_request_bytes))
         .with_state(state)
 }
+
+/// `/`: what this server serves, with links. It holds no data, so it is
+/// neither limited nor protected (the pages it links to are).
+async fn index() -> axum::response::Html<&'static str> {
+    axum::response::Html(INDEX)
+}
+
+const INDEX: &str = r#"<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>kpistream</title>
+<style>body{font-family:system-ui,sans-serif;max-width:44em;margin:2em auto;line-height:1.5}code{background:#f3f3f3;padding:0 .2em}</style>
+</head><body>
+<h1>kpistream</h1>
+<p>Live sales KPIs from CRM events.</p>
+<ul>
+<li><a href="/api/v1/kpis?scope=org&amp;window=24h">/api/v1/kpis</a>: every KPI as JSON, filtered by
+<code>scope</code> (<a href="/api/v1/kpis?scope=team&amp;window=7d">team</a>,
+<a href="/api/v1/kpis?scope=rep&amp;window=mtd">rep</a>, org), <code>id</code> and <code>window</code></li>
+<li><a href="/metrics">/metrics</a>: the KPI parts and kpistream's own metrics, for Prometheus</li>
+<li><a href="/healthz">/healthz</a>: liveness</li>
+<li><a href="/readyz">/readyz</a>: readiness (partitions assigned and restored)</li>
+</ul>
+</body></html>
+"#;
 
 /// The requests /metrics and /api serve at once.
 #[derive(Clone)]

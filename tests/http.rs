@@ -205,6 +205,20 @@ fn bad_filters_get_400_with_a_json_error() {
 #[test]
 fn health_and_readiness() {
     let s = serve(5_000);
+    // `/` lists the endpoints, each a link that answers.
+    let (status, page) = http_get(s.port, "/").unwrap();
+    assert_eq!(status, 200);
+    let links: Vec<&str> = page
+        .split("href=\"")
+        .skip(1)
+        .map(|l| l.split('"').next().unwrap())
+        .collect();
+    assert!(links.len() >= 6, "{page}");
+    for l in links {
+        let path = l.replace("&amp;", "&");
+        let (code, _) = http_get(s.port, &path).unwrap();
+        assert!(code == 200 || path == "/readyz", "{path}: {code}");
+    }
     assert_eq!(http_get(s.port, "/healthz").unwrap().0, 200);
     assert_eq!(http_get(s.port, "/readyz").unwrap().0, 503);
     s.ready.store(true, Ordering::Release);
