@@ -31,8 +31,11 @@ const MAGIC: &[u8; 8] = b"KPISNAP\0";
 /// The current format; older formats get a migration here when they exist.
 /// 4: window sums stored part-major, eight windows to a lane.
 /// 5: outcome counts by reason as sequences (a build with new reasons
-/// reads it); format 4 is read and migrated.
-pub const FORMAT: u32 = 5;
+/// reads it).
+/// 6: a series' rings hold their occupied buckets only, oldest first.
+/// Formats 4 and 5 are read and migrated: their whole rings are cut to the
+/// occupied buckets as they are read, their counts widened.
+pub const FORMAT: u32 = 6;
 /// The oldest format this build reads.
 pub const OLDEST_FORMAT: u32 = 4;
 const HEADER: usize = 8 + 4 + 8 + 8;
@@ -394,7 +397,7 @@ mod tests {
         assert!(matches!(err, SnapshotError::Format(3)));
         assert_eq!(
             err.to_string(),
-            "snapshot format 3 is not supported (this build reads 4 to 5)"
+            "snapshot format 3 is not supported (this build reads 4 to 6)"
         );
     }
 

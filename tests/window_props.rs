@@ -114,6 +114,62 @@ proptest! {
         recount(cfg, 3, ops)?;
     }
 
+    /// Sparse series: rare additions, long idle gaps (hours to days), and
+    /// clock jumps past the longest window (two days), which must empty
+    /// every sliding window and leave no bucket behind.
+    #[test]
+    fn sparse_series_with_idle_gaps_and_long_jumps(
+        ops in prop::collection::vec(
+            prop_oneof![
+                3 => (3_600i64..6 * 86_400).prop_map(Op::Advance),
+                1 => (0i64..30).prop_map(Op::Advance),
+                2 => add(4 * 86_400, 3),
+                1 => any::<usize>().prop_map(Op::Retract),
+                1 => Just(Op::Restore),
+            ],
+            1..120,
+        )
+    ) {
+        recount(small_windows(), 3, ops)?;
+    }
+
+    /// Many series on one clock, each touched now and then: each equals its
+    /// own naive recount whenever it is read, however many buckets the
+    /// clock passed while it sat idle.
+    #[test]
+    fn many_series_on_one_clock(
+        steps in prop::collection::vec(
+            (0usize..40, 0i64..7_200, 0i64..4 * 3_600, 0usize..3, -5i64..50),
+            1..300,
+        )
+    ) {
+        let cfg = small_windows();
+        let plan = WindowPlan::new(&cfg, 3);
+        let mut clock = Clock::new(&plan);
+        clock.set(&plan, BASE);
+        let mut series: Vec<Series> = (0..40).map(|_| Series::new(&plan, &clock)).collect();
+        let mut live: Vec<Vec<(i64, usize, i64)>> = vec![Vec::new(); 40];
+        for (s, advance, back, part, v) in steps {
+            clock.set(&plan, clock.now + advance * SECOND);
+            let t = clock.now - back * SECOND;
+            series[s].add(&plan, &clock, t, part, v);
+            live[s].push((t, part, v));
+            // Read another series, idle since it was last touched.
+            let r = (s * 7 + 3) % 40;
+            series[r].advance(&plan, &clock);
+            for w in 0..plan.n_windows {
+                for part in 0..3 {
+                    let naive: i64 = live[r]
+                        .iter()
+                        .filter(|(t, p, _)| *p == part && in_window(&cfg, w, *t, clock.now))
+                        .map(|(_, _, v)| v)
+                        .sum();
+                    prop_assert_eq!(series[r].window(&plan, w)[part], naive);
+                }
+            }
+        }
+    }
+
     /// Seventy parts, added to in bursts: buckets with more than twelve
     /// turn dense, and heads gather many parts before they move.
     #[test]
@@ -159,6 +215,29 @@ fn recount(cfg: EngineConfig, parts: usize, ops: Vec<Op>) -> Result<(), TestCase
             }
         }
         series.advance(&plan, &clock);
+        // It holds no more buckets than its contributions still in a ring
+        // occupy: none for the time it sat idle.
+        let in_rings: usize = plan
+            .rings
+            .iter()
+            .zip(&clock.heads)
+            .map(|(rp, &head)| {
+                let mut b: Vec<i64> = live
+                    .iter()
+                    .map(|(t, _, _)| t.div_euclid(rp.granularity))
+                    .filter(|&b| b <= head && b > head - rp.len)
+                    .collect();
+                b.sort_unstable();
+                b.dedup();
+                b.len()
+            })
+            .sum();
+        prop_assert!(
+            series.occupied() <= in_rings,
+            "{} buckets held, {} occupied",
+            series.occupied(),
+            in_rings
+        );
         for w in 0..plan.n_windows {
             for part in 0..parts {
                 let naive: i64 = live

@@ -2,12 +2,17 @@
 //!
 //! A [`Series`] holds, for one (rep, team) pair, the running sum of every
 //! additive part for every window. Sliding windows that share a granularity
-//! share one ring of buckets, sized for the longest of them; each bucket keeps
-//! the sparse list of what was added to it, so that when the clock moves the
-//! bucket can be subtracted from each window it leaves. Adding a contribution
-//! costs O(rings + windows); moving the clock costs O(buckets passed), paid
-//! lazily when a series is next touched or read (and not even looked at when
-//! the clock's buckets have not moved since). What is added to the head
+//! share one ring of buckets, as long as the longest of them. A ring keeps
+//! only its occupied buckets, oldest first, each with the sparse list of
+//! what was added to it, and per window the place of the first bucket still
+//! in it; when the clock moves, each window walks forward over the buckets
+//! that left it and subtracts them, and a bucket that has left every window
+//! is dropped. So adding a contribution costs O(rings + windows) (a late one
+//! a binary search more), moving the clock costs O(occupied buckets that
+//! leave a window), never the empty time between them, paid lazily when a
+//! series is next touched or read (and not even looked at when the clock's
+//! buckets have not moved since), and a series' memory follows its
+//! occupied buckets: an idle rep costs its running sums and nothing else. What is added to the head
 //! buckets (nearly everything) is written to their lists only when a head
 //! moves, once per part and bucket rather than once per contribution. A
 //! part's running sums for eight windows share one cache line. All values
@@ -15,6 +20,7 @@
 //! drift.
 
 use std::borrow::Cow;
+use std::collections::VecDeque;
 
 use chrono::{Datelike, NaiveDate, TimeZone};
 use serde::{Deserialize, Serialize};
@@ -89,10 +95,9 @@ pub struct Clock {
     pub periods: Vec<(i64, i64)>,
     /// The first instant at which a head or a period changes.
     next_change: i64,
-    /// Per ring: the start of the head bucket and its slot, so that the
-    /// common contribution (in the head bucket) needs no division.
+    /// Per ring: the start of the head bucket, so that the common
+    /// contribution (in the head bucket) needs no division.
     head_start: Vec<i64>,
-    head_slot: Vec<usize>,
     /// Counts the moves of the heads and periods: a series last advanced
     /// at this epoch has nothing to expire.
     epoch: u64,
@@ -139,7 +144,6 @@ impl Clock {
             periods: vec![(DAWN, DAWN); plan.calendars.len()],
             next_change: DAWN,
             head_start: vec![DAWN; plan.rings.len()],
-            head_slot: vec![0; plan.rings.len()],
             epoch: 0,
         };
         c.set(plan, DAWN);
@@ -161,7 +165,6 @@ impl Clock {
             let head = now.div_euclid(ring.granularity);
             self.heads[r] = head;
             self.head_start[r] = head.saturating_mul(ring.granularity);
-            self.head_slot[r] = head.rem_euclid(ring.len) as usize;
             next = next.min((head + 1).saturating_mul(ring.granularity));
         }
         for (period, cal) in self.periods.iter_mut().zip(&plan.calendars) {
@@ -222,17 +225,6 @@ struct Slot {
     deltas: Deltas,
 }
 
-impl Slot {
-    /// Makes the slot bucket `b`'s, forgetting an older bucket: one whose
-    /// slot `b` takes has left every window on its ring.
-    fn hold(&mut self, b: i64) {
-        if self.bucket != b {
-            self.bucket = b;
-            self.deltas.clear();
-        }
-    }
-}
-
 /// What was added to one bucket: a short sparse list of (part, value) while
 /// few parts are touched (fine buckets), a dense array once many are
 /// (coarse buckets), so that finding a part never scans a long list.
@@ -252,18 +244,6 @@ impl Default for Deltas {
 const SPARSE_MAX: usize = 12;
 
 impl Deltas {
-    /// Empties the list for the slot's next bucket, keeping its memory: a
-    /// slot that needed a dense array will most likely need it again (its
-    /// ring is coarse, or its series busy), and freeing it would cost a
-    /// sparse list grown entry by entry and a new array, bucket after
-    /// bucket.
-    fn clear(&mut self) {
-        match self {
-            Deltas::Sparse(v) => v.clear(),
-            Deltas::Dense(d) => d.fill(0),
-        }
-    }
-
     fn add(&mut self, part: usize, v: i64, parts: usize) {
         match self {
             Deltas::Dense(d) => d[part] = d[part].wrapping_add(v),
@@ -296,7 +276,9 @@ impl Deltas {
         }
     }
 
-    /// Subtracts every delta from window `w`'s sums.
+    /// Subtracts every delta from window `w`'s sums. A dense list's zeros
+    /// are passed over: each part's sums are a cache line of their own,
+    /// long out of the cache in a series that was idle.
     fn subtract_from(&self, sums: &mut [Lane], lanes: usize, w: usize) {
         let mut sub = |p: usize, v: i64| {
             let (l, i) = sum_at(lanes, p, w);
@@ -304,7 +286,11 @@ impl Deltas {
         };
         match self {
             Deltas::Sparse(list) => list.iter().for_each(|&(p, v)| sub(p as usize, v)),
-            Deltas::Dense(d) => d.iter().enumerate().for_each(|(p, &v)| sub(p, v)),
+            Deltas::Dense(d) => d.iter().enumerate().for_each(|(p, &v)| {
+                if v != 0 {
+                    sub(p, v)
+                }
+            }),
         }
     }
 }
@@ -313,11 +299,40 @@ impl Deltas {
 struct Ring {
     /// The head bucket up to which this ring's expiry has been applied.
     head: i64,
-    /// Allocated on first use; `len` slots, bucket `b` at `b mod len`.
-    slots: Vec<Slot>,
+    /// The occupied buckets still in the ring's longest window, oldest
+    /// first (the head bucket's only once its pending values are written).
+    slots: VecDeque<Slot>,
+    /// Per window of the ring, in the plan's order: the index in `slots`
+    /// of the first bucket still in that window (those before it have been
+    /// subtracted from its sums). Empty until the ring is first used with
+    /// its plan (a decoded series finds them then).
+    live: Vec<usize>,
     /// The parts added to the head bucket and not yet written to its slot
     /// (see [`Series::tally`]): bit `p % 64` of word `p / 64`.
     touched: [u64; TOUCH_WORDS],
+}
+
+impl Ring {
+    /// Brings a ring restored from a snapshot in line with its plan: only
+    /// the buckets still in its longest window, oldest first, and each
+    /// window's first live bucket. (A snapshot of format 4 or 5 holds the
+    /// whole ring, a slot per bucket, stale ones included.)
+    fn settle(&mut self, rp: &RingPlan) {
+        if self.live.len() == rp.windows.len() {
+            return;
+        }
+        let (head, len) = (self.head, rp.len);
+        let mut slots: Vec<Slot> = std::mem::take(&mut self.slots).into();
+        slots.retain(|s| s.bucket <= head && s.bucket > head - len);
+        slots.sort_by_key(|s| s.bucket);
+        slots.dedup_by_key(|s| s.bucket);
+        self.slots = slots.into();
+        self.live = rp
+            .windows
+            .iter()
+            .map(|&(_, n)| self.slots.partition_point(|s| s.bucket <= head - n))
+            .collect();
+    }
 }
 
 /// Words of a ring's `touched` bits: 64 pipeline stages make 245 parts.
@@ -355,10 +370,8 @@ impl PartialEq for Series {
             && self.periods == other.periods
             && self.rings.len() == other.rings.len()
             && (0..self.rings.len()).all(|r| {
-                let (a, b) = (&self.rings[r], &other.rings[r]);
-                a.head == b.head
-                    && a.slots.len() == b.slots.len()
-                    && (0..a.slots.len()).all(|i| self.slot_view(r, i) == other.slot_view(r, i))
+                self.rings[r].head == other.rings[r].head
+                    && self.slot_views(r) == other.slot_views(r)
             })
     }
 }
@@ -372,10 +385,10 @@ impl Serialize for Series {
         impl Serialize for Slots<'_> {
             fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
                 let Slots(series, r) = *self;
-                let n = series.rings[r].slots.len();
-                let mut seq = s.serialize_seq(Some(n))?;
-                for i in 0..n {
-                    seq.serialize_element(&*series.slot_view(r, i))?;
+                let views = series.slot_views(r);
+                let mut seq = s.serialize_seq(Some(views.len()))?;
+                for v in &views {
+                    seq.serialize_element(&**v)?;
                 }
                 seq.end()
             }
@@ -428,7 +441,9 @@ impl<'de> Deserialize<'de> for Series {
             rings: (s.rings.into_iter())
                 .map(|r| Ring {
                     head: r.head,
-                    slots: r.slots,
+                    slots: r.slots.into(),
+                    // Found with the plan, at the first advance.
+                    live: Vec::new(),
                     touched: [0; TOUCH_WORDS],
                 })
                 .collect(),
@@ -461,7 +476,7 @@ fn write_pending(
     k: usize,
     mut value: impl FnMut(usize) -> i64,
 ) {
-    slot.hold(head);
+    debug_assert_eq!(slot.bucket, head);
     let n: usize = touched.iter().map(|w| w.count_ones() as usize).sum();
     match &mut slot.deltas {
         Deltas::Dense(d) => each_touched(touched, |p| d[p] = d[p].wrapping_add(value(p))),
@@ -490,21 +505,28 @@ fn write_pending(
 }
 
 impl Series {
-    /// Slot `i` of ring `r` as it would be with the pending values written.
-    fn slot_view(&self, r: usize, i: usize) -> Cow<'_, Slot> {
+    /// The slots of ring `r` as they would be with the pending values
+    /// written to the head bucket's.
+    fn slot_views(&self, r: usize) -> Vec<Cow<'_, Slot>> {
         let ring = &self.rings[r];
-        let slot = &ring.slots[i];
-        let len = ring.slots.len() as i64;
-        if ring.touched == [0; TOUCH_WORDS] || ring.head.rem_euclid(len) as usize != i {
-            return Cow::Borrowed(slot);
+        let mut views: Vec<Cow<'_, Slot>> = ring.slots.iter().map(Cow::Borrowed).collect();
+        if ring.touched == [0; TOUCH_WORDS] {
+            return views;
         }
-        let mut merged = slot.clone();
+        let mut head = match views.last() {
+            Some(last) if last.bucket == ring.head => views.pop().expect("a last").into_owned(),
+            _ => Slot {
+                bucket: ring.head,
+                deltas: Deltas::default(),
+            },
+        };
         let rings = self.rings.len();
         let k = self.tally.len() / (1 + rings);
-        write_pending(&mut merged, ring.head, ring.touched, k, |p| {
+        write_pending(&mut head, ring.head, ring.touched, k, |p| {
             self.tally[total_at(rings, p)].wrapping_sub(self.tally[base_at(rings, p, r)])
         });
-        Cow::Owned(merged)
+        views.push(Cow::Owned(head));
+        views
     }
 
     /// Writes ring `r`'s pending values to its head's slot: the tally's
@@ -515,9 +537,16 @@ impl Series {
         if ring.touched == [0; TOUCH_WORDS] {
             return;
         }
-        let len = ring.slots.len() as i64;
         let touched = std::mem::take(&mut ring.touched);
-        let slot = &mut ring.slots[ring.head.rem_euclid(len) as usize];
+        // The head bucket is in every window of the ring: appending it
+        // moves no window's first live bucket.
+        if ring.slots.back().is_none_or(|s| s.bucket != ring.head) {
+            ring.slots.push_back(Slot {
+                bucket: ring.head,
+                deltas: Deltas::default(),
+            });
+        }
+        let slot = ring.slots.back_mut().expect("the head's slot");
         let tally = &mut self.tally;
         write_pending(slot, ring.head, touched, k, |p| {
             let total = tally[total_at(rings, p)];
@@ -527,12 +556,11 @@ impl Series {
 
     pub fn new(plan: &WindowPlan, clock: &Clock) -> Self {
         Series {
-            rings: clock
-                .heads
-                .iter()
-                .map(|&head| Ring {
+            rings: (clock.heads.iter().zip(&plan.rings))
+                .map(|(&head, rp)| Ring {
                     head,
-                    slots: Vec::new(),
+                    slots: VecDeque::new(),
+                    live: vec![0; rp.windows.len()],
                     touched: [0; TOUCH_WORDS],
                 })
                 .collect(),
@@ -556,6 +584,7 @@ impl Series {
     fn expire(&mut self, plan: &WindowPlan, clock: &Clock) {
         let lanes = plan.lanes;
         for (r, (rp, &new_head)) in plan.rings.iter().zip(&clock.heads).enumerate() {
+            self.rings[r].settle(rp);
             let old = self.rings[r].head;
             if new_head <= old {
                 continue;
@@ -563,37 +592,30 @@ impl Series {
             // The old head's slot gets what is pending before it expires.
             self.flush(r, plan.parts);
             let ring = &mut self.rings[r];
-            if !ring.slots.is_empty() {
-                for &(w, n) in &rp.windows {
-                    // Buckets (old - n, min(new - n, old)] leave window w.
-                    let to = (new_head - n).min(old);
-                    let mut b = old - n + 1;
-                    // The slot index steps with the bucket: one division
-                    // for the run, not one per bucket (a rep idle for half
-                    // an hour passes thirty buckets of the minute ring).
-                    let mut i = b.rem_euclid(rp.len) as usize;
-                    while b <= to {
-                        let slot = &ring.slots[i];
-                        if slot.bucket == b {
-                            slot.deltas.subtract_from(&mut self.sums, lanes, w);
-                        }
-                        b += 1;
-                        i += 1;
-                        if i == ring.slots.len() {
-                            i = 0;
-                        }
+            for (j, &(w, n)) in rp.windows.iter().enumerate() {
+                // The buckets up to new - n leave window w: the occupied
+                // ones only are walked, however long the ring was idle.
+                let mut i = ring.live[j];
+                while let Some(slot) = ring.slots.get(i) {
+                    if slot.bucket > new_head - n {
+                        // The bucket that leaves next. A series is mostly
+                        // touched again before that, and its values, long
+                        // out of the cache, are then on their way (a
+                        // bucket's values are their own allocation, read
+                        // only when they are added to and when they leave).
+                        slot.deltas.prefetch();
+                        break;
                     }
-                    // The bucket that leaves next, when the head moves once
-                    // more. A series is mostly touched again before that,
-                    // and its values, long out of the cache, are then on
-                    // their way (a bucket's values are their own
-                    // allocation, read only when they are added to and
-                    // when they leave).
-                    let next = &ring.slots[i];
-                    if next.bucket == b {
-                        next.deltas.prefetch();
-                    }
+                    slot.deltas.subtract_from(&mut self.sums, lanes, w);
+                    i += 1;
                 }
+                ring.live[j] = i;
+            }
+            // What has left the longest window has left every window.
+            let gone = ring.live.iter().copied().min().unwrap_or(0);
+            ring.slots.drain(..gone);
+            for l in &mut ring.live {
+                *l -= gone;
             }
             ring.head = new_head;
         }
@@ -651,22 +673,12 @@ impl Series {
         // Bit w: the contribution counts in window w.
         let mut member = 0u64;
         for (r, (ring, rp)) in self.rings.iter_mut().zip(&plan.rings).enumerate() {
-            let (b, slot_index, in_head) = if t >= clock.head_start[r] {
-                (ring.head, clock.head_slot[r], true)
+            let (b, in_head) = if t >= clock.head_start[r] {
+                (ring.head, true)
             } else {
-                let b = t.div_euclid(rp.granularity);
-                (b, b.rem_euclid(rp.len) as usize, false)
+                (t.div_euclid(rp.granularity), false)
             };
             let in_ring = b <= ring.head && b > ring.head - rp.len;
-            if in_ring && ring.slots.is_empty() {
-                ring.slots = vec![
-                    Slot {
-                        bucket: i64::MIN,
-                        deltas: Deltas::default()
-                    };
-                    rp.len as usize
-                ];
-            }
             if in_head {
                 // Pending in the tally; the head bucket is in every window
                 // of its ring.
@@ -685,8 +697,22 @@ impl Series {
             if !in_ring {
                 continue;
             }
-            let slot = &mut ring.slots[slot_index];
-            slot.hold(b);
+            // A late contribution: its bucket, found (or made) in order.
+            let pos = ring.slots.partition_point(|s| s.bucket < b);
+            if ring.slots.get(pos).is_none_or(|s| s.bucket != b) {
+                ring.slots.insert(
+                    pos,
+                    Slot {
+                        bucket: b,
+                        deltas: Deltas::default(),
+                    },
+                );
+                // Every bucket before it has left the windows it has left.
+                for (live, &(_, n)) in ring.live.iter_mut().zip(&rp.windows) {
+                    *live += usize::from(b <= ring.head - n);
+                }
+            }
+            let slot = &mut ring.slots[pos];
             for &(part, v) in parts {
                 if v != 0 {
                     slot.deltas.add(part, v, k);
@@ -749,8 +775,12 @@ impl Series {
         self.sums.len() == plan.parts * plan.lanes
             && self.periods.len() == plan.calendars.len()
             && self.rings.len() == plan.rings.len()
-            && (self.rings.iter().zip(&plan.rings))
-                .all(|(r, rp)| r.slots.is_empty() || r.slots.len() == rp.len as usize)
+    }
+
+    /// The buckets this series holds, over all its rings: its memory,
+    /// beyond the running sums, follows them.
+    pub fn occupied(&self) -> usize {
+        self.rings.iter().map(|r| r.slots.len()).sum()
     }
 
     /// True when no window holds anything and no bucket can come back.
@@ -791,6 +821,69 @@ mod tests {
         let p = plan();
         assert_eq!(p.rings.len(), 1);
         assert_eq!(p.rings[0].len, 5);
+    }
+
+    /// Snapshot formats 4 and 5 wrote a whole ring, a slot per bucket at
+    /// `bucket mod len`, stale ones included: such a series reads back and
+    /// goes on exactly as the one that wrote it.
+    #[test]
+    fn a_ring_of_the_older_formats_is_read() {
+        #[derive(Serialize)]
+        struct RingOld {
+            head: i64,
+            slots: Vec<Slot>,
+        }
+        #[derive(Serialize)]
+        struct SeriesOld<'a> {
+            rings: Vec<RingOld>,
+            sums: &'a [Lane],
+            periods: &'a [i64],
+        }
+        let p = plan();
+        let mut clock = Clock::new(&p);
+        let base = 1_800_000_000 * SECOND;
+        let mut a = Series::new(&p, &clock);
+        for (m, v) in [(0, 1), (1, 2), (3, 4)] {
+            clock.set(&p, base + m * MIN);
+            a.add(&p, &clock, clock.now, 0, v);
+        }
+        clock.set(&p, base + 4 * MIN);
+        a.advance(&p, &clock);
+        let len = p.rings[0].len;
+        let head = a.rings[0].head;
+        let empty = Slot {
+            bucket: i64::MIN,
+            deltas: Deltas::default(),
+        };
+        let mut slots = vec![empty; len as usize];
+        for v in a.slot_views(0) {
+            let i = v.bucket.rem_euclid(len) as usize;
+            slots[i] = v.into_owned();
+        }
+        // A bucket that left every window, left in its slot.
+        let i = slots.iter().position(|s| s.bucket == i64::MIN).unwrap() as i64;
+        let stale = (head - len) - (head - len - i).rem_euclid(len);
+        slots[i as usize] = Slot {
+            bucket: stale,
+            deltas: Deltas::Sparse(vec![(0, 1000)]),
+        };
+        let old = SeriesOld {
+            rings: vec![RingOld { head, slots }],
+            sums: &a.sums,
+            periods: &a.periods,
+        };
+        let mut b: Series = postcard::from_bytes(&postcard::to_allocvec(&old).unwrap()).unwrap();
+        for m in [5, 6, 9, 20, 21] {
+            clock.set(&p, base + m * MIN);
+            a.add(&p, &clock, clock.now - MIN, 1, 7);
+            b.add(&p, &clock, clock.now - MIN, 1, 7);
+            a.advance(&p, &clock);
+            b.advance(&p, &clock);
+            for w in 0..p.n_windows {
+                assert_eq!(a.window(&p, w), b.window(&p, w), "at +{m}m, window {w}");
+            }
+            assert_eq!(a, b);
+        }
     }
 
     #[test]
