@@ -1,18 +1,20 @@
 //! Engine throughput.
 //!
 //! - `apply/<reps>`: `Engine::offer` over pre-parsed events, no parsing.
-//! - `replay/envelope_only`: serde_json parsing of each line's envelope
-//!   (`id`, `type`, `occurred_at`), the baseline.
-//! - `replay/parse_validate`: parsing and validation alone, to show how
-//!   the whole path divides.
-//! - `replay/parse_validate_apply`: the whole replay path, as `kpistream
-//!   replay` runs it (`Processor::process_run`), in the same run as the
-//!   baseline, so the two can be compared as a ratio.
-//! - `replay/parse_validate_apply_each`: the same, one message at a time
-//!   (`Processor::process`), as the Kafka consumer runs it.
+//! - `replay/envelope_only/<reps>`: serde_json parsing of each line's
+//!   envelope (`id`, `type`, `occurred_at`), the baseline.
+//! - `replay/parse_validate/<reps>`: parsing and validation alone, to show
+//!   how the whole path divides.
+//! - `replay/parse_validate_apply/<reps>`: the whole replay path, as
+//!   `kpistream replay` runs it (`Processor::process_run`), in the same run
+//!   as the baseline, so the two can be compared as a ratio.
+//! - `replay/parse_validate_apply_each/<reps>`: the same, one message at a
+//!   time (`Processor::process`), as the Kafka consumer runs it.
 //!
-//! The event file is made by the simulator (seed 7, with faults) and cached
-//! under `target/`; `KPISTREAM_BENCH_EVENTS` sets its size (default 1e6).
+//! Each is measured for 16 reps in 3 teams, 300 in 39 and 2,000 in 252: the
+//! engine's cost grows with the reps at the same number of events. The
+//! event files are made by the simulator (seed 7, with faults) and cached
+//! under `target/`; `KPISTREAM_BENCH_EVENTS` sets their size (default 1e6).
 
 use std::borrow::Cow;
 use std::hint::black_box;
@@ -39,7 +41,7 @@ fn event_file(n: usize, reps: usize, faults: bool) -> (PathBuf, Simulator) {
     let cfg = SimConfig {
         seed: 7,
         reps,
-        teams: reps.div_ceil(50).max(3),
+        teams: teams_of(reps),
         events_per_second: 1.0,
         faults,
         ..SimConfig::default()
@@ -61,6 +63,17 @@ fn event_file(n: usize, reps: usize, faults: bool) -> (PathBuf, Simulator) {
     (path, sim)
 }
 
+/// The sales orgs measured: reps, and teams of about eight.
+const ORGS: [usize; 3] = [16, 300, 2_000];
+
+fn teams_of(reps: usize) -> usize {
+    if reps <= 16 {
+        3
+    } else {
+        reps / 8 + 2
+    }
+}
+
 fn config_for(sim: &Simulator) -> EngineConfig {
     EngineConfig {
         teams: sim.teams(),
@@ -78,7 +91,7 @@ fn apply(c: &mut Criterion) {
     let n = n_events().min(200_000);
     let mut group = c.benchmark_group("apply");
     group.sample_size(10);
-    for reps in [16, 2_000] {
+    for reps in ORGS {
         let (path, sim) = event_file(n, reps, false);
         let data = std::fs::read(path).unwrap();
         let cfg = config_for(&sim);
@@ -118,59 +131,61 @@ struct Envelope<'a> {
 
 fn replay(c: &mut Criterion) {
     let n = n_events();
-    let (path, sim) = event_file(n, 16, true);
-    let data = std::fs::read(path).unwrap();
-    let cfg = config_for(&sim);
-    let lines = lines(&data);
     let mut group = c.benchmark_group("replay");
     group.sample_size(10);
-    group.throughput(Throughput::Elements(lines.len() as u64));
-    group.bench_function("envelope_only", |b| {
-        b.iter(|| {
-            let mut ok = 0usize;
-            for l in &lines {
-                if let Ok(e) = serde_json::from_slice::<Envelope<'_>>(l) {
-                    ok += e.id.len() + e.kind.len() + e.occurred_at.len();
-                }
-            }
-            black_box(ok)
-        })
-    });
-    group.bench_function("parse_validate", |b| {
-        b.iter(|| {
-            let mut ok = 0usize;
-            for l in &lines {
-                if let Ok(Parsed::Event(e)) = event::parse(l, &cfg.parse) {
-                    ok += e.id.len();
-                }
-            }
-            black_box(ok)
-        })
-    });
-    group.bench_function("parse_validate_apply", |b| {
-        b.iter_batched(
-            || Processor::new(cfg.clone()),
-            |mut p| {
-                p.process_run(&lines, 0, |o| {
-                    black_box(o);
-                });
-                p
-            },
-            BatchSize::PerIteration,
-        )
-    });
-    group.bench_function("parse_validate_apply_each", |b| {
-        b.iter_batched(
-            || Processor::new(cfg.clone()),
-            |mut p| {
+    for reps in ORGS {
+        let (path, sim) = event_file(n, reps, true);
+        let data = std::fs::read(path).unwrap();
+        let cfg = config_for(&sim);
+        let lines = lines(&data);
+        group.throughput(Throughput::Elements(lines.len() as u64));
+        group.bench_function(BenchmarkId::new("envelope_only", reps), |b| {
+            b.iter(|| {
+                let mut ok = 0usize;
                 for l in &lines {
-                    black_box(p.process(l, 0));
+                    if let Ok(e) = serde_json::from_slice::<Envelope<'_>>(l) {
+                        ok += e.id.len() + e.kind.len() + e.occurred_at.len();
+                    }
                 }
-                p
-            },
-            BatchSize::PerIteration,
-        )
-    });
+                black_box(ok)
+            })
+        });
+        group.bench_function(BenchmarkId::new("parse_validate", reps), |b| {
+            b.iter(|| {
+                let mut ok = 0usize;
+                for l in &lines {
+                    if let Ok(Parsed::Event(e)) = event::parse(l, &cfg.parse) {
+                        ok += e.id.len();
+                    }
+                }
+                black_box(ok)
+            })
+        });
+        group.bench_function(BenchmarkId::new("parse_validate_apply", reps), |b| {
+            b.iter_batched(
+                || Processor::new(cfg.clone()),
+                |mut p| {
+                    p.process_run(&lines, 0, |o| {
+                        black_box(o);
+                    });
+                    p
+                },
+                BatchSize::PerIteration,
+            )
+        });
+        group.bench_function(BenchmarkId::new("parse_validate_apply_each", reps), |b| {
+            b.iter_batched(
+                || Processor::new(cfg.clone()),
+                |mut p| {
+                    for l in &lines {
+                        black_box(p.process(l, 0));
+                    }
+                    p
+                },
+                BatchSize::PerIteration,
+            )
+        });
+    }
     group.finish();
 }
 
