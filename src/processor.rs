@@ -212,6 +212,11 @@ impl Processor {
         self
     }
 
+    /// Whether the processor reads canonical messages (no CRM adapter).
+    pub fn is_canonical(&self) -> bool {
+        self.adapter.is_none()
+    }
+
     /// Processes one message of the processor's format, calling `each` with
     /// every outcome: one for a canonical message, one per mapped event (or
     /// one rejection or ignore) of each element of a native payload.

@@ -67,9 +67,15 @@ struct Part {
     last_snapshot_unix: f64,
     /// The partition's high watermark, from client statistics.
     high: Option<i64>,
+    /// [`Inner::assignments`] when it was assigned: a message polled
+    /// before that belongs to an earlier assignment, and the client
+    /// fetches it again from the restored offset.
+    assigned: u64,
 }
 
 struct Inner {
+    /// Counts partition assignments; read by the poll loop after each poll.
+    assignments: Arc<std::sync::atomic::AtomicU64>,
     cfg: EngineConfig,
     /// Topics whose payloads a CRM adapter maps.
     formats: std::collections::BTreeMap<String, crate::crm::Format>,
@@ -287,7 +293,9 @@ impl Inner {
                 (Processor::new(self.cfg.clone()).with_format(format), 0)
             }
         };
+        let assigned = self.assignments.fetch_add(1, Ordering::AcqRel) + 1;
         self.parts.push(Part {
+            assigned,
             topic: topic.to_owned(),
             partition,
             processor,
@@ -303,6 +311,75 @@ impl Inner {
         } else {
             Offset::Offset(next)
         }
+    }
+
+    /// Processes messages as polled, in order: each run of consecutive
+    /// messages of one partition of a canonical topic is parsed ahead and
+    /// applied as the replay does ([`Processor::process_run`]), with
+    /// exactly the outcomes and state of one message at a time; messages of
+    /// CRM topics one by one.
+    /// Each message comes with [`Inner::assignments`] as it was polled.
+    fn handle_batch(&mut self, batch: &[(BorrowedMessage<'_>, u64)]) {
+        let mut start = 0;
+        while start < batch.len() {
+            let (topic, partition) = (batch[start].0.topic(), batch[start].0.partition());
+            let end = start
+                + batch[start..]
+                    .iter()
+                    .take_while(|(m, _)| m.topic() == topic && m.partition() == partition)
+                    .count();
+            self.handle_run(&batch[start..end]);
+            start = end;
+        }
+    }
+
+    /// Processes consecutive messages of one partition.
+    fn handle_run(&mut self, run: &[(BorrowedMessage<'_>, u64)]) {
+        let Some(i) = self.find(run[0].0.topic(), run[0].0.partition()) else {
+            return;
+        };
+        let part = &mut self.parts[i];
+        // Messages polled before the partition's assignment are fetched
+        // again from its restored offset; those a restored snapshot
+        // already covers are skipped.
+        let (next, assigned) = (part.next, part.assigned);
+        let run: Vec<&BorrowedMessage<'_>> = run
+            .iter()
+            .filter(|(m, polled)| *polled >= assigned && m.offset() >= next)
+            .map(|(m, _)| m)
+            .collect();
+        if !part.processor.is_canonical() || run.len() <= 1 {
+            for m in run {
+                self.handle(m);
+            }
+            return;
+        }
+        let Some(last) = run.last() else {
+            return;
+        };
+        let last = last.offset();
+        let payloads: Vec<&[u8]> = run
+            .iter()
+            .map(|m| m.payload().unwrap_or_default())
+            .collect();
+        let started = Instant::now();
+        let (pending, dlq) = (&mut self.pending, &self.dlq);
+        // A canonical message has exactly one outcome, in order.
+        let mut k = 0;
+        part.processor
+            .process_run(&payloads, unix_micros(), |outcome| {
+                pending.record(outcome);
+                if let (Outcome::Rejected(r), Some(dlq)) = (outcome, dlq) {
+                    dlq.send(run[k], r.reason.as_str(), &r.detail, None);
+                }
+                k += 1;
+            });
+        debug_assert_eq!(k, run.len());
+        let each = started.elapsed().as_secs_f64() / run.len() as f64;
+        for _ in 0..run.len() {
+            self.metrics.apply_duration.observe(each);
+        }
+        part.next = last + 1;
     }
 
     /// Processes one message of an assigned partition.
@@ -624,7 +701,9 @@ pub fn run(
             })
         }
     };
+    let assignments = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let inner = Arc::new(Mutex::new(Inner {
+        assignments: assignments.clone(),
         cfg: settings.engine.clone(),
         formats: settings.kafka.formats.clone(),
         store: Store::new(&settings.snapshot.dir, settings.snapshot.keep),
@@ -660,7 +739,23 @@ pub fn run(
     let mut last_tick = Instant::now();
     while !control.shutdown.load(Ordering::Acquire) {
         match consumer.poll(Duration::from_millis(20)) {
-            Some(Ok(m)) => lock(&inner).handle(&m),
+            Some(Ok(m)) => {
+                // What the client has fetched already, up to a run: its
+                // state lookups overlap, as in the replay.
+                let mut batch = vec![(m, assignments.load(Ordering::Acquire))];
+                while batch.len() < crate::processor::RUN {
+                    match consumer.poll(Duration::ZERO) {
+                        Some(Ok(m)) => batch.push((m, assignments.load(Ordering::Acquire))),
+                        Some(Err(e)) => {
+                            metrics.kafka_errors.inc();
+                            warn!(%e, "consumer error");
+                            break;
+                        }
+                        None => break,
+                    }
+                }
+                lock(&inner).handle_batch(&batch);
+            }
             Some(Err(e)) => {
                 metrics.kafka_errors.inc();
                 warn!(%e, "consumer error");
