@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
-# The documented throughput run of the README: the simulator loads N events
-# (default 5,000,000) into a 3-partition topic of a tansu broker, then kcat
-# and kpistream each consume the whole topic from offset 0, in the same run.
-# Prints events/s of both, their ratio, and kpistream's peak RSS.
+# The documented throughput run (docs/performance.md): the simulator loads N
+# events (default 5,000,000) for REPS reps (default 300, in REPS/8+2 teams)
+# into a 3-partition topic of a tansu broker, then kcat and kpistream each
+# consume the whole topic from offset 0, in the same run. Prints events/s of
+# both, their ratio, kpistream's peak RSS, and the CPU time per message of
+# `kpistream run` (user + system, from its own accounting) against that of
+# `kpistream replay` over the same messages: a figure that holds even when
+# the broker is the bottleneck.
 #
-#   bash benches/throughput.sh [N]
+#   REPS=300 bash benches/throughput.sh [N]
 #
 # Needs: tansu (tests/run.sh installs it), kcat (Debian), and a librdkafka
 # recent enough for tansu (Debian's kcat links librdkafka 2.0, which tansu
@@ -13,6 +17,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${1:-5000000}
+REPS=${REPS:-300}
+TEAMS=$(( REPS <= 16 ? 3 : REPS / 8 + 2 ))
 TOOLS=${KPISTREAM_TOOLS:-$HOME/.cache/kpistream-tools}
 TANSU=${KPISTREAM_TANSU:-$TOOLS/tansu-0.6.0-libsql/bin/tansu}
 RDK=$TOOLS/librdkafka-2.12.1
@@ -42,7 +48,7 @@ sleep 2
 echo "loading $N simulated events into tansu..."
 load_start=$(date +%s.%N)
 ./target/release/kpistream simulate --brokers "127.0.0.1:$port" --topic crm-events --count "$N" \
-  --seed 11 --reps 200 --team-count 8 --teams-out "$work/teams.json" 2>"$work/sim.log"
+  --seed 11 --reps "$REPS" --team-count "$TEAMS" --teams-out "$work/teams.json" 2>"$work/sim.log"
 load_end=$(date +%s.%N)
 echo "loaded in $(python3 -c "print(round($load_end-$load_start,1))") s"
 
@@ -73,12 +79,21 @@ while :; do
   sleep 0.2
 done
 s_end=$(date +%s.%N)
+# CPU seconds of the service so far (utime + stime, in clock ticks).
+run_cpu=$(awk -v hz="$(getconf CLK_TCK)" '{print ($14 + $15) / hz}' "/proc/$svc_pid/stat")
 kill -TERM $svc_pid; wait $svc_pid || true
 
-python3 - "$N" "$k_start" "$k_end" "$first" "$s_end" "$peak" "$s_start" <<'EOF'
+echo "kpistream replay over the same messages..."
+./target/release/kpistream simulate --count "$N" --seed 11 --reps "$REPS" --team-count "$TEAMS" > "$work/events.ndjson"
+/usr/bin/time -o "$work/replay.time" -f "%U %S" ./target/release/kpistream replay \
+  --input "$work/events.ndjson" --teams "$work/teams.json" >/dev/null 2>&1
+replay_cpu=$(awk '{print $1 + $2}' "$work/replay.time")
+
+python3 - "$N" "$k_start" "$k_end" "$first" "$s_end" "$peak" "$s_start" "$run_cpu" "$replay_cpu" <<'EOF'
 import sys
-n, ks, ke, ss, se, peak, start = int(sys.argv[1]), *map(float, sys.argv[2:6]), int(sys.argv[6]), float(sys.argv[7])
+n, ks, ke, ss, se, peak, start, run_cpu, replay_cpu = int(sys.argv[1]), *map(float, sys.argv[2:6]), int(sys.argv[6]), *map(float, sys.argv[7:10])
 k, s = n / (ke - ks), n / (se - ss)
 print(f"kcat:      {k:12,.0f} events/s ({ke-ks:.1f} s)")
 print(f"kpistream: {s:12,.0f} events/s ({se-ss:.1f} s after joining the group in {ss-start:.1f} s), {s/k:.0%} of kcat, peak RSS {peak/1024:.0f} MiB")
+print(f"CPU per message: run {run_cpu / n * 1e6:.2f} us, replay {replay_cpu / n * 1e6:.2f} us, ratio {run_cpu / replay_cpu:.2f}")
 EOF

@@ -237,7 +237,7 @@ ALERTS = [
      "{{ $value | humanize }} {{ $labels.crm }} webhook requests could not be stored in 15 minutes; the CRM retries them.",
      "any produce failure in 15m"),
     ("KpistreamWebhookRefused",
-     'sum by (instance, crm) (increase(kpistream_webhook_requests_total{result=~"missing_credentials|bad_signature|expired|replayed"}[15m])) > 10',
+     'sum by (instance, crm) (increase(kpistream_webhook_requests_total{result=~"missing_credentials|bad_signature|expired"}[15m])) > 10',
      "0m", "warning", "{{ $labels.crm }} webhook requests are refused on {{ $labels.instance }}",
      "{{ $value | humanize }} {{ $labels.crm }} webhook requests were refused (401) in 15 minutes.",
      "more than 10 refusals in 15m"),
@@ -643,7 +643,7 @@ RUNBOOKS = {
     "KpistreamSnapshotFailing": "The logs name the error. Free or grow the snapshot volume, fix its permissions, or make the dead-letter topic writable; the partition keeps its older snapshot meanwhile.",
     "KpistreamDeadLetterRate": "Read the dead-letter topic: headers `kpistream.reason` and `kpistream.detail` say why each message was rejected. A new rejected reason after a deploy of a producer usually means a schema change: fix the producer, then replay the dead letters into the input topic.",
     "KpistreamWebhookProduceFailing": "The receiver could not store CRM payloads (the broker did not acknowledge them within 10 s) and answered 503; the CRM retries, nothing is lost yet. Check the broker and `kpistream_kafka_errors_total`; CRMs give up after their own retry window (HubSpot: about three days).",
-    "KpistreamWebhookRefused": "Look at the `result` label: `bad_signature` or `missing_credentials` after a secret rotation means kpistream has the old secret (or HubSpot calls another URL than `webhooks.hubspot_url`); `expired` means a clock skew above `webhooks.max_age`; `replayed` or a flood from unknown addresses means someone plays requests against the endpoint: block them in front.",
+    "KpistreamWebhookRefused": "Look at the `result` label: `bad_signature` or `missing_credentials` after a secret rotation means kpistream has the old secret (or HubSpot calls another URL than `webhooks.hubspot_url`); `expired` means a clock skew above `webhooks.max_age`; a flood from unknown addresses means someone plays requests against the endpoint: block them in front. (A correctly signed request sent again is accepted, counted as `redelivered`, and its events are duplicates.)",
     "KpistreamRestoreFallback": "A snapshot could not be read at a restart or rebalance (the log line names the file and why) and an older one was used: nothing was lost, the partition was reprocessed from the older offset. Look for disk or filesystem errors on the snapshot volume.",
 }
 

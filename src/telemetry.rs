@@ -204,7 +204,7 @@ impl Metrics {
         r.register(
             "webhook_requests",
             "CRM webhook requests, by CRM and result (accepted, produce_failed, \
-             missing_credentials, expired, bad_signature, replayed)",
+             missing_credentials, expired, bad_signature, redelivered)",
             m.webhook_requests.clone(),
         );
         r.register(

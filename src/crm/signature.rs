@@ -356,12 +356,6 @@ impl ReplayGuard {
         Ok(())
     }
 
-    /// Forgets an accepted signature (its request was not stored after
-    /// all, so the CRM may send it again).
-    pub fn forget(&mut self, signature: &str) {
-        self.seen.remove(signature);
-    }
-
     pub fn len(&self) -> usize {
         self.seen.len()
     }
