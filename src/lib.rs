@@ -11,12 +11,15 @@
 //!   ignored, rejected), counted.
 //! - [`kpi`]: per-scope totals, derived KPIs and the JSON document.
 //! - [`exposition`]: the Prometheus text exposition of the KPI parts.
-//! - [`crm`]: HubSpot, Pipedrive and Salesforce CDC payloads to canonical
-//!   events, and how each CRM's webhook requests are authenticated.
+//! - [`crm`]: HubSpot, Pipedrive, Salesforce CDC, Close and Zoho payloads to
+//!   canonical events, element by element, and how each CRM's webhook
+//!   requests are authenticated.
 //!
 //! Around it:
 //! - [`config`]: settings from `config/default.toml`, files and environment.
-//! - [`replay`]: runs the engine over an NDJSON file on the event clock.
+//! - [`replay`]: runs the engine over an NDJSON file on the event clock
+//!   (`kpistream replay`), and shows what native payloads become
+//!   (`kpistream adapt`).
 //! - [`demo`]: the simulator producing to Kafka, and `kpistream demo` on
 //!   librdkafka's in-process mock cluster.
 //! - [`sim`]: a seeded, deterministic generator of realistic event streams.
@@ -25,7 +28,7 @@
 //! - [`source`]: the Kafka consumer-group member: one processor per assigned
 //!   partition, restore and seek on assignment, snapshot and commit on
 //!   revocation, dead letters for rejected messages.
-//! - [`http`]: `/metrics`, `/api/v1/kpis`, `/healthz`, `/readyz` (axum).
+//! - [`http`]: `/`, `/metrics`, `/api/v1/kpis`, `/healthz`, `/readyz` (axum).
 //! - [`webhook`]: the CRM webhook receiver: checks each request and
 //!   produces it to its input topic before answering.
 //! - [`telemetry`]: the service's own metrics.

@@ -24,8 +24,8 @@
 use serde_json::Value;
 
 use super::{
-    amount, missing, number, opt_id, opt_text, req_id, req_obj, timestamp, wrong, Adapted,
-    Canonical, Known, Mapping,
+    amount, missing, number, opt_id, opt_obj, opt_text, req_id, req_obj, req_str, timestamp, wrong,
+    Adapted, Canonical, Known, Mapping,
 };
 use crate::event::{format_timestamp, Rejection};
 
@@ -57,16 +57,8 @@ pub fn adapt(doc: &Value, map: &Mapping, known: &dyn Known) -> Result<Adapted, R
         return Err(wrong("a Close payload", "an object"));
     }
     let e = req_obj(doc, "event", "event")?;
-    let object = match e.get("object_type") {
-        None | Some(Value::Null) => return Err(missing("event.object_type")),
-        Some(Value::String(s)) => s.as_str(),
-        Some(_) => return Err(wrong("event.object_type", "a string")),
-    };
-    let action = match e.get("action") {
-        None | Some(Value::Null) => return Err(missing("event.action")),
-        Some(Value::String(s)) => s.as_str(),
-        Some(_) => return Err(wrong("event.action", "a string")),
-    };
+    let object = req_str(e, "object_type", "event.object_type")?;
+    let action = req_str(e, "action", "event.action")?;
     if !matches!(
         object,
         "lead" | "opportunity" | "activity.call" | "activity.meeting" | "activity.email"
@@ -80,16 +72,8 @@ pub fn adapt(doc: &Value, map: &Mapping, known: &dyn Known) -> Result<Adapted, R
             .ok_or_else(|| missing("event.date_created"))?,
         "event.date_created",
     )?;
-    let data = match e.get("data") {
-        None | Some(Value::Null) => None,
-        Some(d) if d.is_object() => Some(d),
-        Some(_) => return Err(wrong("event.data", "an object")),
-    };
-    let previous = match e.get("previous_data") {
-        None | Some(Value::Null) => None,
-        Some(p) if p.is_object() => Some(p),
-        Some(_) => return Err(wrong("event.previous_data", "an object")),
-    };
+    let data = opt_obj(e, "data", "event.data")?;
+    let previous = opt_obj(e, "previous_data", "event.previous_data")?;
     let changed: Vec<&str> = match e.get("changed_fields") {
         None | Some(Value::Null) => Vec::new(),
         Some(Value::Array(a)) => a.iter().filter_map(Value::as_str).collect(),

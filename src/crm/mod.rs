@@ -490,6 +490,30 @@ pub(crate) fn opt_text<'a>(
     }
 }
 
+/// A required text field: missing when absent or null, of the wrong type
+/// when anything but a string.
+pub(crate) fn req_str<'a>(obj: &'a Value, key: &str, what: &str) -> Result<&'a str, Rejection> {
+    match obj.get(key) {
+        None | Some(Value::Null) => Err(missing(what)),
+        Some(Value::String(s)) => Ok(s),
+        Some(_) => Err(wrong(what, "a string")),
+    }
+}
+
+/// An optional object member: absent when missing or null, of the wrong
+/// type when anything but an object.
+pub(crate) fn opt_obj<'a>(
+    obj: &'a Value,
+    key: &str,
+    what: &str,
+) -> Result<Option<&'a Value>, Rejection> {
+    match obj.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) if v.is_object() => Ok(Some(v)),
+        Some(_) => Err(wrong(what, "an object")),
+    }
+}
+
 /// A required object member.
 pub(crate) fn req_obj<'a>(obj: &'a Value, key: &str, what: &str) -> Result<&'a Value, Rejection> {
     match obj.get(key) {

@@ -26,8 +26,8 @@
 use serde_json::Value;
 
 use super::{
-    amount, id_text, missing, number, req_id, req_obj, timestamp, unmappable, wrong, Adapted,
-    Canonical, Known, Mapping,
+    amount, id_text, missing, number, opt_obj, req_id, req_obj, req_str, timestamp, unmappable,
+    wrong, Adapted, Canonical, Known, Mapping,
 };
 use crate::event::{format_timestamp, RejectReason, Rejection};
 
@@ -60,20 +60,12 @@ pub fn adapt(doc: &Value, map: &Mapping, _known: &dyn Known) -> Result<Adapted, 
             "a Pipedrive webhooks v1 body: create the webhook with version 2.0",
         ));
     }
-    let entity = match meta.get("entity") {
-        None | Some(Value::Null) => return Err(missing("meta.entity")),
-        Some(Value::String(s)) => s.as_str(),
-        Some(_) => return Err(wrong("meta.entity", "a string")),
-    };
-    let action = match meta.get("action") {
-        Some(Value::String(a)) => match a.as_str() {
-            "create" => Action::Create,
-            "change" => Action::Change,
-            "delete" => Action::Delete,
-            _ => return Ok(Adapted::UnknownKind),
-        },
-        None | Some(Value::Null) => return Err(missing("meta.action")),
-        Some(_) => return Err(wrong("meta.action", "a string")),
+    let entity = req_str(meta, "entity", "meta.entity")?;
+    let action = match req_str(meta, "action", "meta.action")? {
+        "create" => Action::Create,
+        "change" => Action::Change,
+        "delete" => Action::Delete,
+        _ => return Ok(Adapted::UnknownKind),
     };
     if !matches!(entity, "deal" | "activity" | "lead") {
         return Ok(Adapted::UnknownKind);
@@ -84,16 +76,8 @@ pub fn adapt(doc: &Value, map: &Mapping, _known: &dyn Known) -> Result<Adapted, 
             .ok_or_else(|| missing("meta.timestamp"))?,
         "meta.timestamp",
     )?;
-    let data = match doc.get("data") {
-        None | Some(Value::Null) => None,
-        Some(d) if d.is_object() => Some(d),
-        Some(_) => return Err(wrong("data", "an object")),
-    };
-    let previous = match doc.get("previous") {
-        None | Some(Value::Null) => None,
-        Some(p) if p.is_object() => Some(p),
-        Some(_) => return Err(wrong("previous", "an object")),
-    };
+    let data = opt_obj(doc, "data", "data")?;
+    let previous = opt_obj(doc, "previous", "previous")?;
     // A delete that merges the object into another changes no KPI.
     let merged = meta.get("merged_to_id").is_some_and(|m| !m.is_null());
     let ctx = Ctx {

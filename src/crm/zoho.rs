@@ -34,8 +34,8 @@
 use serde_json::Value;
 
 use super::{
-    amount, digest, id_text, missing, number, opt_bool, req_id, timestamp, unmappable, wrong,
-    Adapted, Canonical, Element, Known, Mapping, StageMove,
+    amount, digest, id_text, missing, number, opt_bool, req_id, req_str, timestamp, unmappable,
+    wrong, Adapted, Canonical, Element, Known, Mapping, StageMove,
 };
 use crate::event::{format_timestamp, RejectReason, Rejection};
 
@@ -94,16 +94,8 @@ fn text(v: Option<&Value>) -> Option<String> {
 }
 
 fn notification(doc: &Value, map: &Mapping, known: &dyn Known) -> Result<Vec<Element>, Rejection> {
-    let name = match doc.get("module") {
-        None | Some(Value::Null) => return Err(missing("module")),
-        Some(Value::String(s)) => s.as_str(),
-        Some(_) => return Err(wrong("module", "a string")),
-    };
-    let operation = match doc.get("operation") {
-        None | Some(Value::Null) => return Err(missing("operation")),
-        Some(Value::String(s)) => s.as_str(),
-        Some(_) => return Err(wrong("operation", "a string")),
-    };
+    let name = req_str(doc, "module", "module")?;
+    let operation = req_str(doc, "operation", "operation")?;
     let ids: Vec<String> = match doc.get("ids") {
         None | Some(Value::Null) => return Err(missing("ids")),
         Some(Value::Array(a)) => a
