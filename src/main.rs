@@ -38,6 +38,9 @@ enum Command {
         /// salesforce_cdc, close or zoho (one native JSON document per line).
         #[arg(long, default_value = "canonical")]
         format: kpistream::crm::Format,
+        /// Print only `as_of` and the outcome counts, not the KPIs.
+        #[arg(long)]
+        summary: bool,
     },
     /// Shows what a CRM's native payloads become: for each document of an
     /// NDJSON file (`-` or no --input: stdin), one JSON line per canonical
@@ -115,9 +118,13 @@ fn main() -> anyhow::Result<()> {
                 kpistream::service::signal(),
             ))
         }
-        Command::Replay { input, format } => {
+        Command::Replay {
+            input,
+            format,
+            summary,
+        } => {
             let settings = Settings::load(cli.config.as_deref(), &overrides)?;
-            replay(settings, format, &input)
+            replay(settings, format, &input, summary)
         }
         Command::Adapt { format, input } => {
             if format == Format::Canonical {
@@ -188,14 +195,27 @@ fn runtime() -> io::Result<tokio::runtime::Runtime> {
         .build()
 }
 
-fn replay(settings: Settings, format: Format, input: &str) -> anyhow::Result<()> {
+fn replay(settings: Settings, format: Format, input: &str, summary: bool) -> anyhow::Result<()> {
+    fn go(
+        cfg: kpistream::config::EngineConfig,
+        format: Format,
+        summary: bool,
+        input: impl io::BufRead,
+    ) -> io::Result<(serde_json::Value, kpistream::processor::Counts)> {
+        if summary {
+            kpistream::replay::replay_summary(cfg, format, input)
+        } else {
+            kpistream::replay::replay_format(cfg, format, input)
+        }
+    }
     let (doc, counts) = if input == "-" {
-        kpistream::replay::replay_format(settings.engine, format, io::stdin().lock())
+        go(settings.engine, format, summary, io::stdin().lock())
     } else {
         let f = File::open(input).with_context(|| format!("cannot open {input}"))?;
-        kpistream::replay::replay_format(
+        go(
             settings.engine,
             format,
+            summary,
             BufReader::with_capacity(1 << 16, f),
         )
     }

@@ -20,12 +20,35 @@ pub fn replay(
 /// As [`replay`], each line a payload in `format` (one native JSON
 /// document per line for a CRM format).
 pub fn replay_format(
-    mut cfg: EngineConfig,
+    cfg: EngineConfig,
     format: Format,
     input: impl BufRead,
 ) -> std::io::Result<(serde_json::Value, Counts)> {
-    cfg.clock = ClockMode::Event;
     let layout = Layout::new(&cfg);
+    let mut p = run(cfg, format, input)?;
+    let view = p.engine.view();
+    let mut doc = kpi::document(&layout, &view, &Filter::default());
+    doc["outcomes"] = p.counts.to_json();
+    Ok((doc, p.counts))
+}
+
+/// As [`replay_format`], without the KPIs: the document holds only `as_of`
+/// and the `outcomes` (`kpistream replay --summary`), for checking a file,
+/// or timing and sizing the engine alone, quickly.
+pub fn replay_summary(
+    cfg: EngineConfig,
+    format: Format,
+    input: impl BufRead,
+) -> std::io::Result<(serde_json::Value, Counts)> {
+    let p = run(cfg, format, input)?;
+    let as_of = p.engine.now().map(crate::event::format_timestamp);
+    let doc = serde_json::json!({"as_of": as_of, "outcomes": p.counts.to_json()});
+    Ok((doc, p.counts))
+}
+
+/// Every line of `input` through one processor, on the event clock.
+fn run(mut cfg: EngineConfig, format: Format, input: impl BufRead) -> std::io::Result<Processor> {
+    cfg.clock = ClockMode::Event;
     let mut p = Processor::new(cfg).with_format(format);
     for_each_run(input, RUN, |lines| {
         p.process_run(lines, 0, |outcome| {
@@ -34,10 +57,7 @@ pub fn replay_format(
             }
         });
     })?;
-    let view = p.engine.view();
-    let mut doc = kpi::document(&layout, &view, &Filter::default());
-    doc["outcomes"] = p.counts.to_json();
-    Ok((doc, p.counts))
+    Ok(p)
 }
 
 /// `kpistream adapt`: maps each native document of `input` (one a line)

@@ -78,6 +78,22 @@ fn replay_command_reproduces_the_golden_document() {
     check(&doc);
 }
 
+/// `--summary` gives the golden outcomes and clock, and no KPIs.
+#[test]
+fn replay_summary_gives_the_outcomes_alone() {
+    let doc = replay_command([
+        "--summary".into(),
+        "--input".into(),
+        fixture("golden/events.ndjson"),
+        "--teams".into(),
+        fixture("golden/teams.json"),
+    ]);
+    let want = expected();
+    assert_eq!(doc["outcomes"], want["outcomes"]);
+    assert_eq!(doc["as_of"], want["as_of"]);
+    assert!(doc.get("results").is_none());
+}
+
 #[test]
 fn replay_reads_stdin() {
     use std::io::Write;
