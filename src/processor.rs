@@ -6,9 +6,11 @@
 //! caller passes the wall time in.
 //!
 //! On a topic with a CRM format, the processor's [`Adapter`] first maps the
-//! native payload to canonical events; each then takes the path above and
-//! has its own outcome. A payload the adapter rejects is one rejection; one
-//! that maps to no event is one ignore.
+//! native payload to its elements (a HubSpot batch's notifications, the
+//! records of a change naming several) and their canonical events; each
+//! event then takes the path above and has its own outcome. An element the
+//! adapter rejects is one rejection, one that maps to no event one ignore;
+//! a payload that is not even a document of its format is one rejection.
 
 use crate::config::{ClockMode, EngineConfig};
 use crate::crm::{Adapted, Adapter, Format};

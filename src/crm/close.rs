@@ -101,11 +101,7 @@ pub fn adapt(doc: &Value, map: &Mapping, known: &dyn Known) -> Result<Adapted, R
         (_, "created" | "updated", None) => return Err(missing("event.data")),
         _ => Vec::new(),
     };
-    Ok(if events.is_empty() {
-        Adapted::NothingToDo
-    } else {
-        Adapted::Events(events)
-    })
+    Ok(Adapted::of(events))
 }
 
 struct Ctx<'a> {

@@ -157,7 +157,7 @@ pub fn adapt(doc: &Value, map: &Mapping, known: &dyn Known) -> Result<Vec<Elemen
         let g = (n.object, n.object_id.as_str(), n.at);
         let bag = &bags[&g];
         let result = match n.action {
-            Action::Creation => creation(n, bag, map, &mut batch_state).map(events),
+            Action::Creation => creation(n, bag, map, &mut batch_state).map(Adapted::of),
             Action::PropertyChange if created.contains(&g) => Ok(Adapted::Merged),
             // Read by the notice beside it: the lost stage takes its
             // reason, the amount its currency.
@@ -175,7 +175,7 @@ pub fn adapt(doc: &Value, map: &Mapping, known: &dyn Known) -> Result<Vec<Elemen
                 if whole && !led.insert(g) {
                     Ok(Adapted::Merged)
                 } else {
-                    change(n, bag, map, known, &mut batch_state).map(events)
+                    change(n, bag, map, known, &mut batch_state).map(Adapted::of)
                 }
             }
         };
@@ -188,14 +188,6 @@ pub fn adapt(doc: &Value, map: &Mapping, known: &dyn Known) -> Result<Vec<Elemen
     // Stable: notes keep their time order; rejected ones come first.
     settled.sort_by_key(|(at, i, _)| (*at, *i));
     Ok(settled.into_iter().map(|(_, _, e)| e).collect())
-}
-
-fn events(evs: Vec<Value>) -> Adapted {
-    if evs.is_empty() {
-        Adapted::NothingToDo
-    } else {
-        Adapted::Events(evs)
-    }
 }
 
 /// What earlier notifications of the batch did, that the engine does not

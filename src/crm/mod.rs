@@ -323,6 +323,18 @@ pub enum Adapted {
     Merged,
 }
 
+impl Adapted {
+    /// What an element whose events are `events` became: nothing to do
+    /// when there are none.
+    pub fn of(events: Vec<Value>) -> Self {
+        if events.is_empty() {
+            Adapted::NothingToDo
+        } else {
+            Adapted::Events(events)
+        }
+    }
+}
+
 /// One element of a native payload (a notification of a HubSpot batch, a
 /// record of a Salesforce or Zoho change) and what it became.
 #[derive(Debug, Clone, PartialEq)]
@@ -343,13 +355,7 @@ impl Element {
     pub fn events(index: Option<usize>, events: Result<Vec<Value>, Rejection>) -> Self {
         Element {
             index,
-            result: events.map(|e| {
-                if e.is_empty() {
-                    Adapted::NothingToDo
-                } else {
-                    Adapted::Events(e)
-                }
-            }),
+            result: events.map(Adapted::of),
         }
     }
 }

@@ -97,11 +97,7 @@ pub fn adapt(doc: &Value, map: &Mapping, _known: &dyn Known) -> Result<Adapted, 
         },
         _ => ctx.activity(data.ok_or_else(|| missing("data"))?, action)?,
     };
-    Ok(if events.is_empty() {
-        Adapted::NothingToDo
-    } else {
-        Adapted::Events(events)
-    })
+    Ok(Adapted::of(events))
 }
 
 struct Ctx<'a> {

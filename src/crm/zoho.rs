@@ -651,9 +651,5 @@ fn workflow(doc: &Value, map: &Mapping, known: &dyn Known) -> Result<Adapted, Re
         // callbacks.
         Module::Calls | Module::Churn => Vec::new(),
     };
-    Ok(if events.is_empty() {
-        Adapted::NothingToDo
-    } else {
-        Adapted::Events(events)
-    })
+    Ok(Adapted::of(events))
 }
