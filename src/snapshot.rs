@@ -173,7 +173,7 @@ pub fn decode(bytes: &[u8], cfg: EngineConfig) -> Result<Restored, SnapshotError
     } else {
         postcard::take_from_bytes(body)?
     };
-    if head.layout != Engine::layout_fingerprint(&cfg) {
+    if !Engine::layout_matches(&cfg, &head.layout) {
         return Err(SnapshotError::Layout);
     }
     let engine = Engine::decode(cfg, engine)?;
@@ -344,7 +344,8 @@ mod tests {
                 ignored: p.counts.ignored[..3].try_into().unwrap(),
                 rejected: p.counts.rejected[..13].try_into().unwrap(),
             },
-            layout: Engine::layout_fingerprint(p.engine.config()),
+            // Written before the fingerprint was explicit.
+            layout: Engine::legacy_layout_fingerprint(p.engine.config()),
         };
         let mut image = postcard::to_extend(&old, header(0)).unwrap();
         image[8..12].copy_from_slice(&4u32.to_le_bytes());
@@ -359,6 +360,34 @@ mod tests {
         assert!(matches!(
             decode(&future, EngineConfig::on_event_clock()),
             Err(SnapshotError::Format(f)) if f == FORMAT + 1
+        ));
+    }
+
+    /// The layout fingerprint is written out field by field: it changes
+    /// with the windows, zone and stages, and with nothing else.
+    #[test]
+    fn the_layout_fingerprint_names_what_the_layout_depends_on() {
+        let cfg = EngineConfig::on_event_clock();
+        assert_eq!(
+            Engine::layout_fingerprint(&cfg),
+            "layout/2|sliding=1h:3600000000:60000000,24h:86400000000:900000000,\
+             7d:604800000000:3600000000,30d:2592000000000:86400000000,\
+             90d:7776000000000:86400000000|calendar=mtd,qtd|tz=UTC|\
+             stages=prospecting,qualification,demo,proposal,negotiation"
+        );
+        let mut other = cfg.clone();
+        other.stages.push("legal".into());
+        assert!(!Engine::layout_matches(
+            &other,
+            &Engine::layout_fingerprint(&cfg)
+        ));
+        assert!(!Engine::layout_matches(
+            &other,
+            &Engine::legacy_layout_fingerprint(&cfg)
+        ));
+        assert!(Engine::layout_matches(
+            &cfg,
+            &Engine::legacy_layout_fingerprint(&cfg)
         ));
     }
 

@@ -1281,11 +1281,42 @@ impl Engine {
 
     /// A fingerprint of what the state's layout depends on: a snapshot is
     /// only restored into an engine with the same windows and pipeline.
+    /// What the state's layout depends on, written out field by field with
+    /// a version of its own: the sliding windows (name, length and
+    /// granularity in microseconds), the calendar windows, the time zone's
+    /// name and the pipeline stages. Snapshots carry it; a snapshot of
+    /// another layout is not restored. It changes only when one of these
+    /// does (not with a derive or a dependency's formatting).
     pub fn layout_fingerprint(cfg: &EngineConfig) -> String {
+        let sliding: Vec<String> = cfg
+            .sliding
+            .iter()
+            .map(|s| format!("{}:{}:{}", s.name, s.length, s.granularity))
+            .collect();
+        let calendar: Vec<&str> = cfg.calendar.iter().map(|c| c.name()).collect();
+        format!(
+            "layout/2|sliding={}|calendar={}|tz={}|stages={}",
+            sliding.join(","),
+            calendar.join(","),
+            cfg.timezone.name(),
+            cfg.stages.join(",")
+        )
+    }
+
+    /// The fingerprint snapshots of formats 4 to 6 written before
+    /// [`Engine::layout_fingerprint`] was explicit carry: the configuration's
+    /// debug form. Read, never written.
+    pub fn legacy_layout_fingerprint(cfg: &EngineConfig) -> String {
         format!(
             "v1|{:?}|{:?}|{}|{:?}",
             cfg.sliding, cfg.calendar, cfg.timezone, cfg.stages
         )
+    }
+
+    /// Whether a snapshot's layout fingerprint is this configuration's.
+    pub fn layout_matches(cfg: &EngineConfig, fingerprint: &str) -> bool {
+        fingerprint == Self::layout_fingerprint(cfg)
+            || fingerprint == Self::legacy_layout_fingerprint(cfg)
     }
 
     /// Serializes the state (not the configuration) for a snapshot.
