@@ -17,7 +17,7 @@ use std::io::BufReader;
 
 use serde_json::{json, Value};
 
-use common::{fixture, fixture_lines, num, replay_command};
+use common::{fixture, fixture_lines, num, replay_command, run_command};
 use kpistream::config::{Overrides, Settings};
 use kpistream::crm::Format;
 
@@ -402,23 +402,19 @@ fn the_commands_take_a_format() {
         doc["outcomes"],
         json!({"applied": 22, "duplicate": 2, "ignored": 3, "rejected": 8})
     );
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_kpistream"))
-        .arg("adapt")
-        .arg("--format")
-        .arg("close")
-        .arg("--config")
-        .arg(fixture("crm/crm.toml"))
-        .arg("--input")
-        .arg(fixture("crm/close.ndjson"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = run_command(
+        "adapt",
+        [
+            "--format".into(),
+            "close".into(),
+            "--config".into(),
+            fixture("crm/crm.toml"),
+            "--input".into(),
+            fixture("crm/close.ndjson"),
+        ],
     );
     assert_eq!(
-        String::from_utf8(out.stdout).unwrap(),
+        String::from_utf8(out).unwrap(),
         fs::read_to_string(fixture("crm/close.adapted.ndjson")).unwrap()
     );
     let bad = std::process::Command::new(env!("CARGO_BIN_EXE_kpistream"))

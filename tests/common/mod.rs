@@ -28,11 +28,14 @@ pub fn fixture(name: &str) -> PathBuf {
         .join(name)
 }
 
-/// Runs `kpistream replay` with `args` and returns the document it prints;
-/// fails the test with the command's stderr if it fails.
-pub fn replay_command<S: AsRef<std::ffi::OsStr>>(args: impl IntoIterator<Item = S>) -> Value {
+/// Runs `kpistream <command>` with `args` and returns what it prints; fails
+/// the test with the command's stderr if it fails.
+pub fn run_command<S: AsRef<std::ffi::OsStr>>(
+    command: &str,
+    args: impl IntoIterator<Item = S>,
+) -> Vec<u8> {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_kpistream"))
-        .arg("replay")
+        .arg(command)
         .args(args)
         .output()
         .unwrap();
@@ -41,7 +44,12 @@ pub fn replay_command<S: AsRef<std::ffi::OsStr>>(args: impl IntoIterator<Item = 
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    serde_json::from_slice(&out.stdout).unwrap()
+    out.stdout
+}
+
+/// Runs `kpistream replay` with `args` and returns the document it prints.
+pub fn replay_command<S: AsRef<std::ffi::OsStr>>(args: impl IntoIterator<Item = S>) -> Value {
+    serde_json::from_slice(&run_command("replay", args)).unwrap()
 }
 
 /// Feeds messages (JSON text) to a fresh processor; returns it.
