@@ -69,7 +69,10 @@ svc_pid=$!
 peak=0
 first=""
 while :; do
-  done_n=$(curl -s "127.0.0.1:$http/metrics" | awk '/^kpistream_events_total/ {s+=$2} END {print s+0}')
+  # The org's outcome counts from the API: rendering /metrics (every KPI
+  # series) this often would cost the service more than the messages do.
+  done_n=$(curl -s "127.0.0.1:$http/api/v1/kpis?scope=org&window=1h" \
+    | python3 -c 'import json,sys; print(sum(json.load(sys.stdin).get("outcomes", {}).values()))' 2>/dev/null || echo 0)
   # kcat assigns partitions directly; kpistream joins a consumer group first.
   # Its rate is counted from its first processed event (join time excluded).
   [ -z "$first" ] && [ "${done_n%.*}" -gt 0 ] && first=$(date +%s.%N)

@@ -698,7 +698,14 @@ impl Series {
                 continue;
             }
             // A late contribution: its bucket, found (or made) in order.
-            let pos = ring.slots.partition_point(|s| s.bucket < b);
+            // Most are a bucket or two behind the head: at or after the
+            // newest slot, found without a search.
+            let pos = match ring.slots.back() {
+                None => 0,
+                Some(last) if last.bucket < b => ring.slots.len(),
+                Some(last) if last.bucket == b => ring.slots.len() - 1,
+                Some(_) => ring.slots.partition_point(|s| s.bucket < b),
+            };
             if ring.slots.get(pos).is_none_or(|s| s.bucket != b) {
                 ring.slots.insert(
                     pos,
