@@ -140,13 +140,7 @@ fn main() -> anyhow::Result<()> {
             }
             .context("reading the input")?;
             out.flush()?;
-            tracing::info!(
-                applied = counts.applied,
-                duplicate = counts.duplicate,
-                ignored = counts.ignored_total(),
-                rejected = counts.rejected_total(),
-                "adapt done"
-            );
+            log_outcomes("adapt", &counts);
             Ok(())
         }
         Command::Simulate {
@@ -220,17 +214,22 @@ fn replay(settings: Settings, format: Format, input: &str, summary: bool) -> any
         )
     }
     .context("reading the input")?;
+    log_outcomes("replay", &counts);
+    let mut out = io::stdout().lock();
+    serde_json::to_writer_pretty(&mut out, &doc)?;
+    writeln!(out)?;
+    Ok(())
+}
+
+/// Logs the outcome counts of a finished `replay` or `adapt`.
+fn log_outcomes(command: &str, counts: &kpistream::processor::Counts) {
     tracing::info!(
         applied = counts.applied,
         duplicate = counts.duplicate,
         ignored = counts.ignored_total(),
         rejected = counts.rejected_total(),
-        "replay done"
+        "{command} done"
     );
-    let mut out = io::stdout().lock();
-    serde_json::to_writer_pretty(&mut out, &doc)?;
-    writeln!(out)?;
-    Ok(())
 }
 
 fn simulate_stdout(mut sim: Simulator, count: u64) -> anyhow::Result<()> {
